@@ -1,0 +1,156 @@
+"""Argument validation shared by the Triton launcher, the reference backend and
+the fake (meta) kernels. The C++ kernels apply the same rules (csrc/).
+
+Errors name the argument: TypeError for a wrong dtype, ValueError for a wrong
+shape, device or value. ``check_args`` looks only at metadata, so it is safe
+under torch.compile's fake tensors; ``check_values`` inspects data and costs
+one host-device synchronisation on a GPU, after every check has been queued.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _fail(cls, msg):
+    raise cls(f"mixup_fused: {msg}")
+
+
+def check_args(
+    x, target, perm, lam, boxes, num_classes, label_smoothing, mean=None, std=None, out_dtype=None, *, inplace=False
+):
+    normalize = mean is not None or std is not None
+    if x.dim() < 1:
+        _fail(ValueError, "x must have a batch dimension, got a 0-d tensor")
+    if normalize:
+        if not (x.dtype in FLOAT_DTYPES or x.dtype == torch.uint8):
+            _fail(TypeError, f"x must be uint8 or floating when mean/std are given, got {x.dtype}")
+    elif x.dtype not in FLOAT_DTYPES:
+        _fail(
+            TypeError,
+            f"x must be a floating tensor (float32, float16, bfloat16 or float64), got {x.dtype}; "
+            "integer images need mean and std to be normalised",
+        )
+    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
+        _fail(TypeError, f"out_dtype must be a floating dtype, got {out_dtype}")
+    B = x.shape[0]
+    for name, t in (("target", target), ("perm", perm), ("lam", lam), ("boxes", boxes), ("mean", mean), ("std", std)):
+        if t is not None and t.device != x.device:
+            _fail(ValueError, f"{name} is on {t.device} but x is on {x.device}; all tensors must be on the same device")
+    if perm.dtype not in (torch.int64, torch.int32):
+        _fail(TypeError, f"perm must be an int64 tensor, got {perm.dtype}")
+    if perm.dim() != 1 or perm.shape[0] != B:
+        _fail(ValueError, f"perm must have shape [B] = [{B}], got {list(perm.shape)}")
+    if lam.dtype not in FLOAT_DTYPES:
+        _fail(TypeError, f"lam must be a floating tensor, got {lam.dtype}")
+    if lam.dim() != 1 or lam.shape[0] != B:
+        _fail(ValueError, f"lam must have shape [B] = [{B}], got {list(lam.shape)}")
+    if boxes is not None:
+        if x.dim() != 4:
+            _fail(ValueError, f"boxes (CutMix) need x of shape [B, C, H, W], got x of shape {list(x.shape)}")
+        if boxes.dtype in FLOAT_DTYPES or boxes.dtype in (torch.bool,) or boxes.is_complex():
+            _fail(TypeError, f"boxes must be an integer tensor, got {boxes.dtype}")
+        if boxes.dim() != 2 or boxes.shape[0] != B or boxes.shape[1] != 4:
+            _fail(ValueError, f"boxes must have shape [B, 4] = [{B}, 4], got {list(boxes.shape)}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        _fail(ValueError, f"num_classes must be an int >= 1, got {num_classes!r}")
+    if not (0.0 <= label_smoothing <= 1.0):
+        _fail(ValueError, f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if target.dtype in FLOAT_DTYPES:
+        if target.dim() != 2 or target.shape[0] != B or target.shape[1] != num_classes:
+            _fail(
+                ValueError,
+                f"soft target must have shape [B, num_classes] = [{B}, {num_classes}], got {list(target.shape)}",
+            )
+    else:
+        if target.dtype == torch.bool or target.is_complex() or target.is_floating_point():
+            _fail(TypeError, f"target must hold int64 class ids or floating soft targets, got {target.dtype}")
+        if target.dim() != 1 or target.shape[0] != B:
+            _fail(ValueError, f"target (class ids) must have shape [B] = [{B}], got {list(target.shape)}")
+    if (mean is None) != (std is None):
+        _fail(ValueError, "mean and std must be given together")
+    if normalize:
+        if x.dim() != 4:
+            _fail(ValueError, f"mean/std need x of shape [B, C, H, W], got {list(x.shape)}")
+        for name, t in (("mean", mean), ("std", std)):
+            if t.dtype not in FLOAT_DTYPES:
+                _fail(TypeError, f"{name} must be a floating tensor, got {t.dtype}")
+            if t.numel() != x.shape[1]:
+                _fail(ValueError, f"{name} must have C = {x.shape[1]} values, got {t.numel()}")
+    if inplace and normalize:
+        _fail(ValueError, "inplace=True cannot normalise (mean/std): the output dtype differs from x")
+
+
+def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, *, inplace=False):
+    """Data-dependent checks; all conditions are reduced on the device and read
+    back with a single synchronisation, then the first failure is explained."""
+    B = x.shape[0]
+    if B == 0:
+        return
+    p = perm.long()
+    ok = []
+    counts = torch.zeros(B, dtype=torch.int64, device=perm.device)
+    in_range = (p >= 0) & (p < B)
+    counts.index_add_(0, p.clamp(0, B - 1), in_range.long())
+    ok.append(in_range.all())
+    ok.append((counts == 1).all())
+    ok.append(p.clamp(0, B - 1)[p.clamp(0, B - 1)].eq(torch.arange(B, device=p.device)).all() if inplace else None)
+    ok.append(((lam >= 0) & (lam <= 1)).all())  # NaN fails both comparisons
+    if target.dtype in FLOAT_DTYPES:
+        ok.append(None)
+    else:
+        ok.append(((target >= 0) & (target < num_classes)).all())
+    if boxes is not None:
+        H, W = x.shape[2], x.shape[3]
+        b = boxes.long()
+        good = (b[:, 0] >= 0) & (b[:, 0] <= b[:, 1]) & (b[:, 1] <= H) & (b[:, 2] >= 0) & (b[:, 2] <= b[:, 3])
+        ok.append((good & (b[:, 3] <= W)).all())
+    else:
+        ok.append(None)
+    if mean is not None:
+        ok.append(torch.isfinite(mean).all() & torch.isfinite(std).all() & (std != 0).all())
+    else:
+        ok.append(None)
+    flags = [f for f in ok if f is not None]
+    if bool(torch.stack(flags).all()):
+        return
+    # Slow path: something failed; find it and name it.
+    pl = p.tolist()
+    for i, v in enumerate(pl):
+        if not 0 <= v < B:
+            _fail(ValueError, f"perm[{i}] = {v} is out of range [0, {B})")
+    seen = set()
+    for v in pl:
+        if v in seen:
+            _fail(ValueError, f"perm is not a permutation: {v} appears twice")
+        seen.add(v)
+    if inplace:
+        for i, v in enumerate(pl):
+            if pl[v] != i:
+                _fail(
+                    ValueError,
+                    f"inplace=True needs perm to be an involution (perm[perm[i]] == i), "
+                    f"but perm[{i}] = {v} and perm[{v}] = {pl[v]}",
+                )
+    for i, v in enumerate(lam.tolist()):
+        if not 0.0 <= v <= 1.0:
+            _fail(ValueError, f"lam[{i}] = {v} must be in [0, 1]")
+    if target.dtype not in FLOAT_DTYPES:
+        for i, v in enumerate(target.tolist()):
+            if not 0 <= v < num_classes:
+                _fail(ValueError, f"target[{i}] = {v} is not a class id in [0, num_classes = {num_classes})")
+    if boxes is not None:
+        for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+            if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+                _fail(
+                    ValueError,
+                    f"boxes[{i}] = ({y0}, {y1}, {x0}, {x1}) must satisfy 0 <= y0 <= y1 <= H = {H} "
+                    f"and 0 <= x0 <= x1 <= W = {W}",
+                )
+    if mean is not None:
+        for name, t in (("mean", mean), ("std", std)):
+            for c, v in enumerate(t.tolist()):
+                if v != v or v in (float("inf"), float("-inf")) or (name == "std" and v == 0):
+                    _fail(ValueError, f"{name}[{c}] = {v} must be finite" + (" and nonzero" if name == "std" else ""))

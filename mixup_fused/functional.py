@@ -1,0 +1,135 @@
+"""Functional API: the fused mix and its thin variants."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import ops
+from .reference import mix_targets_reference
+
+__all__ = ["mix", "mix_targets"]
+
+
+def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
+    B = x.shape[0]
+    wdt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
+    if isinstance(lam, torch.Tensor):
+        if lam.dim() == 0:
+            lam = lam.expand(B)
+        return lam if lam.dtype == wdt else lam.to(wdt)
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"mixup_fused: lam must be a float or a float tensor of shape [B], got {type(lam).__name__}")
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0:  # NaN fails too
+        raise ValueError(f"mixup_fused: lam = {lam} must be in [0, 1]")
+    return torch.full((B,), lam, dtype=wdt, device=x.device)
+
+
+def _as_channel_tensor(v, name: str, x: torch.Tensor):
+    if v is None:
+        return None
+    if isinstance(v, torch.Tensor):
+        return v.to(device=x.device)
+    if isinstance(v, (int, float)):
+        v = [float(v)] * (x.shape[1] if x.dim() > 1 else 1)
+    if not isinstance(v, Sequence):
+        raise TypeError(f"mixup_fused: {name} must be a sequence of floats or a tensor, got {type(v).__name__}")
+    return torch.tensor([float(e) for e in v], dtype=torch.float32, device=x.device)
+
+
+def mix(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    perm: torch.Tensor,
+    lam,
+    *,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    boxes: torch.Tensor | None = None,
+    inplace: bool = False,
+    backend: str = "auto",
+    mean=None,
+    std=None,
+    out_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format | None = None,
+    check: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (or CutMix, with ``boxes``) of a batch and its targets in one pass.
+
+    Args:
+        x: ``[B, ...]`` floating tensor (float32, float16, bfloat16; float64 on
+            CPU), any strides. CutMix needs ``[B, C, H, W]``; the output keeps
+            ``x``'s memory format (contiguous or channels_last). uint8 images
+            are accepted with ``mean`` and ``std``.
+        target: int64 ``[B]`` class ids, or floating ``[B, K]`` soft targets.
+        perm: int64 ``[B]``, a permutation of ``0..B-1``: sample ``i`` is mixed
+            with ``perm[i]``.
+        lam: weight of the sample itself: a float, or a float tensor ``[B]``.
+            With ``boxes`` it only weights the targets (pass timm's corrected
+            ``lam = 1 - box_area / (H * W)``).
+        num_classes: K, the width of the returned targets.
+        label_smoothing: eps; targets are ``onehot * (1 - eps) + eps / K``.
+        boxes: optional int ``[B, 4]`` half-open ``(y0, y1, x0, x1)`` per sample:
+            ``x'[i]`` takes ``x[perm[i]]`` inside the box, ``x[i]`` outside.
+        inplace: write the mixed images into ``x``; ``perm`` must be an
+            involution (``perm[perm[i]] == i``) and ``x`` must not require grad.
+        backend: ``"auto"`` (by device), ``"triton"``, ``"cpp"`` or ``"reference"``.
+        mean, std: per-channel normalisation applied first, ``(x - mean) / std``
+            in float32, in the units of ``x`` (0..255 for uint8 images).
+        out_dtype: dtype of the mixed images (default: ``x``'s, float32 for uint8).
+        memory_format: memory format of the mixed images (default: ``x``'s).
+        check: validate data-dependent arguments (perm, class ids, lam, boxes).
+            On a GPU this costs one host synchronisation; ``check=False``
+            skips it (e.g. inside a captured CUDA graph).
+
+    Returns:
+        ``(x_out, y_out)``: the mixed images (``x`` itself when ``inplace``) and
+        the mixed, smoothed float32 targets ``[B, K]``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"mixup_fused: x must be a tensor, got {type(x).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"mixup_fused: target must be a tensor, got {type(target).__name__}")
+    if not isinstance(perm, torch.Tensor):
+        raise TypeError(f"mixup_fused: perm must be a tensor, got {type(perm).__name__}")
+    if boxes is not None and not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"mixup_fused: boxes must be a tensor or None, got {type(boxes).__name__}")
+    if x.dim() < 1:
+        raise ValueError("mixup_fused: x must have a batch dimension, got a 0-d tensor")
+    backend = ops.resolve_backend(backend, x)
+    lam_t = _as_lam(lam, x, out_dtype)
+    mean_t = _as_channel_tensor(mean, "mean", x)
+    std_t = _as_channel_tensor(std, "std", x)
+    if inplace:
+        if x.requires_grad:
+            raise ValueError(
+                "mixup_fused: inplace=True cannot write into x that requires grad; use inplace=False to get gradients"
+            )
+        if out_dtype is not None and out_dtype != x.dtype:
+            raise ValueError(f"mixup_fused: inplace=True keeps x's dtype {x.dtype}, but out_dtype={out_dtype}")
+        if memory_format is not None and not x.is_contiguous(memory_format=memory_format):
+            raise ValueError(f"mixup_fused: inplace=True keeps x's memory format; memory_format={memory_format}")
+        if mean_t is not None or std_t is not None:
+            raise ValueError("mixup_fused: inplace=True cannot normalise (mean/std): the output dtype differs from x")
+        y = ops.run_mix_(backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, check)
+        return x, y
+    if memory_format is not None and memory_format != torch.preserve_format:
+        if memory_format == torch.channels_last and x.dim() != 4:
+            raise ValueError(f"mixup_fused: memory_format=channels_last needs a 4-d x, got {x.dim()}-d")
+        # Convert on the input side: for uint8 images that is the cheap side.
+        x = x.contiguous(memory_format=memory_format)
+    return ops.run_mix(
+        backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, mean_t, std_t, out_dtype, check
+    )
+
+
+def mix_targets(
+    target: torch.Tensor, perm: torch.Tensor, lam, *, num_classes: int, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Only the targets: ``lam * s(t) + (1 - lam) * s(t[perm])``, float32 ``[B, K]``."""
+    B = target.shape[0]
+    if not isinstance(lam, torch.Tensor):
+        lam = torch.full((B,), float(lam), dtype=torch.float32, device=target.device)
+    return mix_targets_reference(target, perm, lam.expand(B), num_classes, label_smoothing)

@@ -1,0 +1,127 @@
+"""Pure-PyTorch reference of the fused mix: the oracle for every test and the
+``reference`` provider of every benchmark.
+
+Readable, float64-capable and never optimised. It computes in float32 for
+half-precision storage (float64 for float64) and rounds once on the way out,
+which is also what every kernel does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def smooth_targets(target: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Smoothed float32 targets ``[B, K]`` (timm's convention).
+
+    Class ids become ``onehot * (1 - eps) + eps / K``: off value ``eps / K`` and
+    on value ``1 - eps + eps / K``. Soft rows ``t`` become ``t * (1 - eps) + eps / K``.
+    """
+    off_value = label_smoothing / num_classes
+    if target.dim() == 1:
+        on_value = 1.0 - label_smoothing + off_value
+        out = torch.full((target.shape[0], num_classes), off_value, dtype=torch.float32, device=target.device)
+        return out.scatter_(1, target.long().view(-1, 1), on_value)
+    return target.float() * (1.0 - label_smoothing) + off_value
+
+
+def mix_targets_reference(
+    target: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, num_classes: int, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """``y[i] = lam[i] * s(t[i]) + (1 - lam[i]) * s(t[perm[i]])`` in float32."""
+    s = smooth_targets(target, num_classes, label_smoothing)
+    lam = lam.to(torch.float32).view(-1, 1)
+    return s * lam + s[perm] * (1.0 - lam)
+
+
+def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boolean ``[B, 1, H, W]``: True inside each sample's half-open box ``(y0, y1, x0, x1)``."""
+    boxes = boxes.long()
+    ys = torch.arange(height, device=boxes.device).view(1, height, 1)
+    xs = torch.arange(width, device=boxes.device).view(1, 1, width)
+    y0, y1, x0, x1 = (boxes[:, j].view(-1, 1, 1) for j in range(4))
+    inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+    return inside.unsqueeze(1)
+
+
+def normalize_reference(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x - mean[c]) / std[c]`` in float32 (float64 for float64 input)."""
+    dt = compute_dtype(x.dtype)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return (x.to(dt) - mean.to(dt).view(shape)) / std.to(dt).view(shape)
+
+
+def mix_images_reference(
+    x: torch.Tensor,
+    perm: torch.Tensor,
+    lam: torch.Tensor,
+    boxes: torch.Tensor | None = None,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Mixup (``lam[i] * x[i] + (1 - lam[i]) * x[perm[i]]``) or, with ``boxes``,
+    CutMix (``x[perm[i]]`` inside box i, ``x[i]`` outside). Differentiable."""
+    out_dtype = out_dtype or x.dtype
+    dt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
+    xf = normalize_reference(x, mean, std) if mean is not None else x.to(dt)
+    xf = xf.to(dt)
+    if boxes is not None:
+        mixed = torch.where(box_mask(boxes, x.shape[2], x.shape[3]), xf[perm], xf)
+    else:
+        lam = lam.to(dt).view((-1,) + (1,) * (x.dim() - 1))
+        mixed = lam * xf + (1.0 - lam) * xf[perm]
+    return mixed.to(out_dtype)
+
+
+def mix_reference(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    perm: torch.Tensor,
+    lam: torch.Tensor,
+    *,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    boxes: torch.Tensor | None = None,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contract: mixed images and mixed, smoothed float32 targets."""
+    lam = torch.as_tensor(lam, dtype=torch.float64, device=x.device).expand(x.shape[0])
+    x_out = mix_images_reference(x, perm, lam, boxes, mean, std, out_dtype)
+    y_out = mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
+    return x_out, y_out
+
+
+def mix_backward_reference(
+    grad: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, boxes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient of the image mix with respect to ``x``, written out.
+
+    With ``q = perm^-1``: ``grad[k] = lam[k] g[k] + (1 - lam[q[k]]) g[q[k]]``;
+    for CutMix, ``g[k]`` outside box k plus ``g[q[k]]`` inside box q[k].
+    """
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    dt = compute_dtype(grad.dtype)
+    g = grad.to(dt)
+    if boxes is not None:
+        inside = box_mask(boxes, grad.shape[2], grad.shape[3])
+        out = torch.where(inside, 0.0, g) + torch.where(inside[inv], g[inv], 0.0)
+    else:
+        lam = lam.to(dt).view((-1,) + (1,) * (grad.dim() - 1))
+        out = lam * g + (1.0 - lam[inv]) * g[inv]
+    return out.to(grad.dtype)
+
+
+def naive_mix(x: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lam, num_classes: int, label_smoothing=0.0):
+    """What people write by hand: several passes and launches. Benchmark peer."""
+    x_out = lam * x + (1 - lam) * x[perm]
+    y = torch.nn.functional.one_hot(target, num_classes).float()
+    y = y * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return x_out, lam * y + (1 - lam) * y[perm]

@@ -1,0 +1,29 @@
+"""Builds the C++ CPU kernels as ``mixup_fused._C``.
+
+``DEBUG=1`` builds without optimisation and with debug symbols. The Triton
+kernels need no build step. Install with ``pip install --no-build-isolation -e .``
+against an existing torch.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+debug = os.environ.get("DEBUG", "0") == "1"
+extra_cxx = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
+
+setup(
+    name="mixup_fused",
+    packages=find_packages(include=["mixup_fused", "mixup_fused.*"]),
+    ext_modules=[
+        CppExtension(
+            "mixup_fused._C",
+            sorted(glob.glob("csrc/*.cpp")),
+            extra_compile_args={"cxx": extra_cxx + ["-std=c++17"]},
+            py_limited_api=False,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
