@@ -16,28 +16,23 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
-// An empty Python module, so that ``import mixup_fused._C`` loads this
-// library and runs the registrations below (as in pytorch/extension-cpp).
-extern "C" {
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
+#include "mix_types.h"
 
 namespace mixup_fused {
 namespace {
 
-constexpr int64_t kChunk = 32768;  // elements per parallel work unit
-
-struct Box {
-  int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
-};
+// A box row of all -1 (NO_BOX) marks a sample that is mixed with lam rather
+// than cut, so one call can serve timm's per-sample mixup/CutMix switch.
+bool is_mixup(const Box& b) { return b.y0 == -1 && b.y1 == -1 && b.x0 == -1 && b.x1 == -1; }
 
 enum class Layout { Flat, NCHW, NHWC };
 
@@ -131,9 +126,11 @@ std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tens
   out.resize(B);
   for (int64_t i = 0; i < B; ++i) {
     Box bx{d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]};
-    TORCH_CHECK_VALUE(0 <= bx.y0 && bx.y0 <= bx.y1 && bx.y1 <= H && 0 <= bx.x0 && bx.x0 <= bx.x1 && bx.x1 <= W,
+    TORCH_CHECK_VALUE(is_mixup(bx) || (0 <= bx.y0 && bx.y0 <= bx.y1 && bx.y1 <= H && 0 <= bx.x0 &&
+                                        bx.x0 <= bx.x1 && bx.x1 <= W),
                       "mixup_fused: boxes[", i, "] = (", bx.y0, ", ", bx.y1, ", ", bx.x0, ", ", bx.x1,
-                      ") must satisfy 0 <= y0 <= y1 <= H = ", H, " and 0 <= x0 <= x1 <= W = ", W);
+                      ") must satisfy 0 <= y0 <= y1 <= H = ", H, " and 0 <= x0 <= x1 <= W = ", W,
+                      ", or be (-1, -1, -1, -1) to mix that sample with lam");
     out[i] = bx;
   }
   return out;
@@ -213,77 +210,83 @@ Norm checked_norm(const at::Tensor& x, const c10::optional<at::Tensor>& mean, co
 }
 
 // ---------------------------------------------------------------------------
-// Inner loops
+// Kernel tables, one per instruction set (csrc/kernels_*.cpp), picked at run
+// time; MIXUP_FUSED_CPU_ISA=base|avx2|avx512 forces one.
 // ---------------------------------------------------------------------------
 
-template <typename acc_t>
-struct NormT {
-  bool on = false;
-  int64_t C = 1;
-  std::vector<acc_t> mean, std;
-};
+}  // namespace
+namespace isa_base {
+extern const KernelTable kTable;
+}
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+namespace isa_avx2 {
+extern const KernelTable kTable;
+}
+namespace isa_avx512 {
+extern const KernelTable kTable;
+}
+#endif
+namespace {
 
-// dst[j] = f(src[j]) over n elements; f normalises with channel c (NCHW) or
-// with channels cycling from 0 (NHWC, n a multiple of C).
-template <typename in_t, typename out_t, typename acc_t>
-inline void copy_span(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const NormT<acc_t>& nm,
-                      int64_t c, bool cycle) {
-  if (!nm.on) {
-    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<out_t>(static_cast<acc_t>(src[j]));
-  } else if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c];
-    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<out_t>((static_cast<acc_t>(src[j]) - m) / s);
-  } else {
-    const int64_t C = nm.C;
-    for (int64_t j = 0; j < n; j += C)
-      for (int64_t k = 0; k < C; ++k)
-        dst[j + k] = static_cast<out_t>((static_cast<acc_t>(src[j + k]) - nm.mean[k]) / nm.std[k]);
-  }
+std::vector<const KernelTable*> supported_tables() {
+  std::vector<const KernelTable*> out{&isa_base::kTable};
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  if (avx2) out.push_back(&isa_avx2::kTable);
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    out.push_back(&isa_avx512::kTable);
+#endif
+  return out;
 }
 
-// dst[j] = ws * f(a[j]) + wp * f(b[j]).
-template <typename in_t, typename out_t, typename acc_t>
-inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n, acc_t ws,
-                     acc_t wp, const NormT<acc_t>& nm, int64_t c, bool cycle) {
-  if (!nm.on) {
-    for (int64_t j = 0; j < n; ++j)
-      dst[j] = static_cast<out_t>(ws * static_cast<acc_t>(a[j]) + wp * static_cast<acc_t>(b[j]));
-  } else if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c];
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t va = (static_cast<acc_t>(a[j]) - m) / s;
-      const acc_t vb = (static_cast<acc_t>(b[j]) - m) / s;
-      dst[j] = static_cast<out_t>(ws * va + wp * vb);
+const KernelTable* find_table(const std::string& name) {
+  for (const KernelTable* t : supported_tables())
+    if (name == t->name) return t;
+  return nullptr;
+}
+
+std::atomic<const KernelTable*>& active_table() {
+  static std::atomic<const KernelTable*> table{[] {
+    const char* env = std::getenv("MIXUP_FUSED_CPU_ISA");
+    if (env != nullptr && *env != '\0') {
+      const KernelTable* t = find_table(env);
+      TORCH_CHECK(t != nullptr, "mixup_fused: MIXUP_FUSED_CPU_ISA=", env, " is not supported on this CPU");
+      return t;
     }
-  } else {
-    const int64_t C = nm.C;
-    for (int64_t j = 0; j < n; j += C)
-      for (int64_t k = 0; k < C; ++k) {
-        const acc_t va = (static_cast<acc_t>(a[j + k]) - nm.mean[k]) / nm.std[k];
-        const acc_t vb = (static_cast<acc_t>(b[j + k]) - nm.mean[k]) / nm.std[k];
-        dst[j + k] = static_cast<out_t>(ws * va + wp * vb);
-      }
-  }
+    return supported_tables().back();
+  }()};
+  return table;
 }
 
-struct Geometry {
-  Layout layout = Layout::Flat;
-  int64_t B = 0, row = 0, C = 1, H = 1, W = 1;
-  int64_t x_stride = 0, out_stride = 0;
-  // A "line" is a run with constant h (and constant c for NCHW).
-  int64_t line_len() const { return layout == Layout::NHWC ? W * C : W; }
-  int64_t lines() const { return layout == Layout::NHWC ? H : C * H; }
-  int64_t col_scale() const { return layout == Layout::NHWC ? C : 1; }
-};
+int dtype_index(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return kF32;
+    case at::kDouble:
+      return kF64;
+    case at::kHalf:
+      return kF16;
+    case at::kBFloat16:
+      return kBF16;
+    case at::kByte:
+      return kU8;
+    default:
+      TORCH_CHECK_TYPE(false, "mixup_fused: unsupported dtype ", t);
+  }
+}
 
 Geometry geometry(const at::Tensor& x, const at::Tensor* out, bool image) {
-  Geometry g;
+  Geometry g{};
+  g.layout = kFlat;
   g.B = x.size(0);
   g.row = g.B > 0 ? x.numel() / g.B : 0;
+  g.C = g.H = g.W = 1;
   g.x_stride = g.B > 1 ? x.stride(0) : g.row;
   g.out_stride = out ? (g.B > 1 ? out->stride(0) : g.row) : g.x_stride;
   if (image) {
-    g.layout = is_channels_last(x) ? Layout::NHWC : Layout::NCHW;
+    g.layout = is_channels_last(x) ? kNHWC : kNCHW;
     g.C = x.size(1);
     g.H = x.size(2);
     g.W = x.size(3);
@@ -291,166 +294,10 @@ Geometry geometry(const at::Tensor& x, const at::Tensor* out, bool image) {
   return g;
 }
 
-// Splits [0, n) into parallel units and calls fn(unit_begin, unit_end) on each.
-template <typename F>
-void parallel_units(int64_t n, int64_t grain, const F& fn) {
-  at::parallel_for(0, n, grain, fn);
-}
-
-// ---------------------------------------------------------------------------
-// Out-of-place forward / backward
-// ---------------------------------------------------------------------------
-
-// Weight as the kernels see it: float32 unless computing in float64.
-template <typename acc_t>
-acc_t weight(double lam) {
-  return std::is_same<acc_t, double>::value ? static_cast<acc_t>(lam) : static_cast<acc_t>(static_cast<float>(lam));
-}
-
-template <typename acc_t>
-struct RowPlan {
-  int64_t src = 0;
-  acc_t ws = 1, wp = 0;
-  Box self_box, part_box;
-};
-
-// out[i] = mix of x[i] and x[plan[i].src]; mixup weights or CutMix boxes.
-// ``backward`` selects the two-box sum form (boxes may differ per term).
-template <typename in_t, typename out_t, typename acc_t>
-void mix_rows(const in_t* x, out_t* out, const Geometry& g, const std::vector<RowPlan<acc_t>>& plan, bool cutmix,
-              bool backward, const NormT<acc_t>& nm) {
-  const bool by_lines = cutmix || nm.on;
-  if (!by_lines) {
-    const int64_t chunks = (g.row + kChunk - 1) / kChunk;
-    parallel_units(g.B * chunks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t i = u / chunks, s = (u % chunks) * kChunk;
-        const int64_t n = std::min(kChunk, g.row - s);
-        const auto& pl = plan[i];
-        mix_span<in_t, out_t, acc_t>(out + i * g.out_stride + s, x + i * g.x_stride + s,
-                                     x + pl.src * g.x_stride + s, n, pl.ws, pl.wp, nm, 0, false);
-      }
-    });
-    return;
-  }
-  const int64_t L = g.line_len(), nlines = g.lines(), k = g.col_scale();
-  const bool cycle = g.layout == Layout::NHWC;
-  const int64_t lines_per_unit = std::max<int64_t>(1, kChunk / std::max<int64_t>(L, 1));
-  const int64_t units_per_row = (nlines + lines_per_unit - 1) / lines_per_unit;
-  parallel_units(g.B * units_per_row, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t i = u / units_per_row;
-      const int64_t l0 = (u % units_per_row) * lines_per_unit;
-      const int64_t l1 = std::min(nlines, l0 + lines_per_unit);
-      const auto& pl = plan[i];
-      const in_t* xa = x + i * g.x_stride;
-      const in_t* xb = x + pl.src * g.x_stride;
-      out_t* o = out + i * g.out_stride;
-      for (int64_t l = l0; l < l1; ++l) {
-        const int64_t h = cycle ? l : l % g.H;
-        const int64_t c = cycle ? 0 : l / g.H;
-        const int64_t off = l * L;
-        if (!cutmix) {
-          mix_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, L, pl.ws, pl.wp, nm, c, cycle);
-          continue;
-        }
-        const Box& bs = pl.self_box;
-        const Box& bp = pl.part_box;
-        if (!backward) {
-          // Self outside the box, partner inside: three spans.
-          if (h < bs.y0 || h >= bs.y1 || bs.x0 == bs.x1) {
-            copy_span<in_t, out_t, acc_t>(o + off, xa + off, L, nm, c, cycle);
-          } else {
-            const int64_t c0 = bs.x0 * k, c1 = bs.x1 * k;
-            copy_span<in_t, out_t, acc_t>(o + off, xa + off, c0, nm, c, cycle);
-            copy_span<in_t, out_t, acc_t>(o + off + c0, xb + off + c0, c1 - c0, nm, c, cycle);
-            copy_span<in_t, out_t, acc_t>(o + off + c1, xa + off + c1, L - c1, nm, c, cycle);
-          }
-          continue;
-        }
-        // Backward: g[k] outside its own box plus g[q] inside q's box.
-        const bool hs = h >= bs.y0 && h < bs.y1, hp = h >= bp.y0 && h < bp.y1;
-        const int64_t s0 = hs ? bs.x0 * k : 0, s1 = hs ? bs.x1 * k : 0;
-        const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
-        for (int64_t j = 0; j < L; ++j) {
-          const acc_t va = (j >= s0 && j < s1) ? acc_t(0) : static_cast<acc_t>(xa[off + j]);
-          const acc_t vb = (j >= p0 && j < p1) ? static_cast<acc_t>(xb[off + j]) : acc_t(0);
-          o[off + j] = static_cast<out_t>(va + vb);
-        }
-      }
-    }
-  });
-}
-
-// ---------------------------------------------------------------------------
-// In-place forward on an involution: each pair is read once and written once.
-// ---------------------------------------------------------------------------
-
-template <typename scalar_t, typename acc_t>
-void mix_pairs_inplace(scalar_t* x, const Geometry& g, const std::vector<int64_t>& perm,
-                       const std::vector<double>& lam, const std::vector<Box>& boxes, bool cutmix) {
-  std::vector<int64_t> firsts;  // i <= perm[i]
-  for (int64_t i = 0; i < g.B; ++i)
-    if (i <= perm[i]) firsts.push_back(i);
-  const int64_t npairs = static_cast<int64_t>(firsts.size());
-  if (!cutmix) {
-    const int64_t chunks = (g.row + kChunk - 1) / kChunk;
-    parallel_units(npairs * chunks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t i = firsts[u / chunks], p = perm[i];
-        const int64_t s = (u % chunks) * kChunk, n = std::min(kChunk, g.row - s);
-        scalar_t* __restrict xi = x + i * g.x_stride + s;
-        const acc_t wi = weight<acc_t>(lam[i]), wp = weight<acc_t>(lam[p]);
-        if (i == p) {
-          for (int64_t j = 0; j < n; ++j) {
-            const acc_t a = static_cast<acc_t>(xi[j]);
-            xi[j] = static_cast<scalar_t>(wi * a + (acc_t(1) - wi) * a);
-          }
-          continue;
-        }
-        scalar_t* __restrict xp = x + p * g.x_stride + s;
-        for (int64_t j = 0; j < n; ++j) {
-          const acc_t a = static_cast<acc_t>(xi[j]);
-          const acc_t b = static_cast<acc_t>(xp[j]);
-          xi[j] = static_cast<scalar_t>(wi * a + (acc_t(1) - wi) * b);
-          xp[j] = static_cast<scalar_t>(wp * b + (acc_t(1) - wp) * a);
-        }
-      }
-    });
-    return;
-  }
-  const int64_t L = g.line_len(), nlines = g.lines(), k = g.col_scale();
-  const bool nhwc = g.layout == Layout::NHWC;
-  const int64_t lines_per_unit = std::max<int64_t>(1, kChunk / std::max<int64_t>(L, 1));
-  const int64_t units_per_pair = (nlines + lines_per_unit - 1) / lines_per_unit;
-  parallel_units(npairs * units_per_pair, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      const int64_t i = firsts[u / units_per_pair], p = perm[i];
-      if (i == p) continue;  // a sample paired with itself keeps its pixels
-      const int64_t l0 = (u % units_per_pair) * lines_per_unit;
-      const int64_t l1 = std::min(nlines, l0 + lines_per_unit);
-      const Box& bi = boxes[i];
-      const Box& bp = boxes[p];
-      scalar_t* xi = x + i * g.x_stride;
-      scalar_t* xp = x + p * g.x_stride;
-      for (int64_t l = l0; l < l1; ++l) {
-        const int64_t h = nhwc ? l : l % g.H;
-        const int64_t off = l * L;
-        const bool hi = h >= bi.y0 && h < bi.y1, hp = h >= bp.y0 && h < bp.y1;
-        if (!hi && !hp) continue;
-        const int64_t i0 = hi ? bi.x0 * k : 0, i1 = hi ? bi.x1 * k : 0;
-        const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
-        const int64_t lo = std::min(hi ? i0 : p0, hp ? p0 : i0);
-        const int64_t hi_end = std::max(i1, p1);
-        for (int64_t j = lo; j < hi_end; ++j) {
-          const scalar_t a = xi[off + j];
-          const scalar_t b = xp[off + j];
-          if (j >= i0 && j < i1) xi[off + j] = b;
-          if (j >= p0 && j < p1) xp[off + j] = a;
-        }
-      }
-    }
-  });
+// The weight as the kernels compute with it: float32 unless in float64.
+double weight(double lam, bool f64) { return f64 ? lam : static_cast<double>(static_cast<float>(lam)); }
+double one_minus(double lam, bool f64) {
+  return f64 ? 1.0 - lam : static_cast<double>(1.0f - static_cast<float>(lam));
 }
 
 // ---------------------------------------------------------------------------
@@ -464,7 +311,7 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   const float off_value = static_cast<float>(eps / K);
   const float on_value = static_cast<float>(1.0 - eps + eps / K);
   if (!ids.empty() || B == 0) {
-    parallel_units(B, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const float l = static_cast<float>(lam[i]), r = 1.0f - l;
         float* row = yd + i * K;
@@ -481,7 +328,7 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   auto t = target.to(at::kFloat);
   const int64_t s0 = t.stride(0), s1 = t.stride(1);
   const float* td = t.data_ptr<float>();
-  parallel_units(B, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float l = static_cast<float>(lam[i]), r = 1.0f - l;
       const float* ta = td + i * s0;
@@ -496,15 +343,6 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   });
 }
 
-template <typename acc_t>
-NormT<acc_t> norm_t(const Norm& n, int64_t C) {
-  NormT<acc_t> out;
-  out.on = n.on;
-  out.C = C;
-  out.mean.assign(n.mean.begin(), n.mean.end());
-  out.std.assign(n.std.begin(), n.std.end());
-  return out;
-}
 
 // ---------------------------------------------------------------------------
 // Op implementations (CPU)
@@ -526,30 +364,29 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   const auto boxes = checked_boxes(x_in, boxes_t);
   const auto ids = checked_target(x_in, target, num_classes, label_smoothing);
   const Norm norm = checked_norm(x_in, mean_t, std_t);
+  TORCH_CHECK_VALUE(!normalize || x_in.size(1) <= 64, "mixup_fused: mean/std support at most 64 channels, got ",
+                    x_in.size(1));
 
   const at::Tensor x = dense_rows(x_in);
   at::Tensor out = empty_out_like(x, odt);
   at::Tensor y = at::empty({x.size(0), num_classes}, x.options().dtype(at::kFloat));
   const bool cutmix = boxes_t.has_value();
+  const bool f64 = x.scalar_type() == at::kDouble || odt == at::kDouble;
   const Geometry g = geometry(x, &out, cutmix || normalize);
-
-  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "mixup_fused::mix", [&] {
-    using in_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, odt, "mixup_fused::mix_out", [&] {
-      using out_t = scalar_t;
-      using acc_t = std::conditional_t<std::is_same<in_t, double>::value || std::is_same<out_t, double>::value,
-                                       double, float>;
-      std::vector<RowPlan<acc_t>> plan(g.B);
-      for (int64_t i = 0; i < g.B; ++i) {
-        plan[i].src = perm[i];
-        plan[i].ws = weight<acc_t>(lam[i]);
-        plan[i].wp = acc_t(1) - plan[i].ws;
-        if (cutmix) plan[i].self_box = plan[i].part_box = boxes[i];
-      }
-      mix_rows<in_t, out_t, acc_t>(x.const_data_ptr<in_t>(), out.mutable_data_ptr<out_t>(), g, plan, cutmix, false,
-                                   norm_t<acc_t>(norm, g.C));
-    });
-  });
+  std::vector<RowPlan> plan(g.B);
+  for (int64_t i = 0; i < g.B; ++i) {
+    RowPlan& pl = plan[i];
+    pl.src = perm[i];
+    pl.ws = weight(lam[i], f64);
+    pl.wp = one_minus(lam[i], f64);
+    pl.self_mix = pl.part_mix = !cutmix || is_mixup(boxes[i]);
+    if (cutmix) pl.self_box = pl.part_box = boxes[i];
+  }
+  MixArgs args{x.const_data_ptr(), out.mutable_data_ptr(), g,         plan.data(), cutmix, false,
+               normalize,          norm.mean.data(),      norm.std.data()};
+  const MixRowsFn fn = active_table().load()->mix_rows[dtype_index(x.scalar_type())][dtype_index(odt)];
+  const int64_t units = g.B * units_per_row(g, by_lines(g, cutmix, normalize));
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
   return {out, y};
 }
@@ -569,10 +406,21 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   // Rows that are not dense are mixed in a dense copy and written back.
   at::Tensor xd = dense_rows(x);
   const Geometry g = geometry(xd, nullptr, cutmix);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xd.scalar_type(), "mixup_fused::mix_", [&] {
-    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    mix_pairs_inplace<scalar_t, acc_t>(xd.mutable_data_ptr<scalar_t>(), g, perm, lam, boxes, cutmix);
-  });
+  std::vector<int64_t> firsts;
+  for (int64_t i = 0; i < g.B; ++i)
+    if (i <= perm[i]) firsts.push_back(i);
+  // The kernels see weights as float32 unless computing in float64.
+  const bool f64 = xd.scalar_type() == at::kDouble;
+  std::vector<double> w(g.B);
+  std::unique_ptr<bool[]> mix_rows(new bool[g.B > 0 ? g.B : 1]);
+  for (int64_t i = 0; i < g.B; ++i) {
+    w[i] = weight(lam[i], f64);
+    mix_rows[i] = !cutmix || is_mixup(boxes[i]);
+  }
+  PairArgs args{xd.mutable_data_ptr(), g, firsts.data(), perm.data(), w.data(), boxes.data(), mix_rows.get(), cutmix};
+  const PairsFn fn = active_table().load()->pairs[dtype_index(xd.scalar_type())];
+  const int64_t units = static_cast<int64_t>(firsts.size()) * units_per_row(g, by_lines(g, cutmix, false));
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   if (!xd.is_same(x)) x.copy_(xd);
   mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
   return y;
@@ -587,27 +435,60 @@ at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t,
   const at::Tensor grad = dense_rows(grad_in);
   at::Tensor out = empty_out_like(grad, grad.scalar_type());
   const bool cutmix = boxes_t.has_value();
+  const bool f64 = grad.scalar_type() == at::kDouble;
   const Geometry g = geometry(grad, &out, cutmix);
   std::vector<int64_t> inv(g.B);
   for (int64_t i = 0; i < g.B; ++i) inv[perm[i]] = i;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "mixup_fused::mix_backward", [&] {
-    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    std::vector<RowPlan<acc_t>> plan(g.B);
-    for (int64_t k = 0; k < g.B; ++k) {
-      const int64_t q = inv[k];
-      plan[k].src = q;
-      plan[k].ws = weight<acc_t>(lam[k]);
-      plan[k].wp = acc_t(1) - weight<acc_t>(lam[q]);
-      if (cutmix) {
-        plan[k].self_box = boxes[k];
-        plan[k].part_box = boxes[q];
-      }
+  std::vector<RowPlan> plan(g.B);
+  for (int64_t k = 0; k < g.B; ++k) {
+    const int64_t q = inv[k];
+    RowPlan& pl = plan[k];
+    pl.src = q;
+    pl.ws = weight(lam[k], f64);
+    pl.wp = one_minus(lam[q], f64);
+    pl.self_mix = !cutmix || is_mixup(boxes[k]);
+    pl.part_mix = !cutmix || is_mixup(boxes[q]);
+    if (cutmix) {
+      pl.self_box = boxes[k];
+      pl.part_box = boxes[q];
     }
-    mix_rows<scalar_t, scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g, plan,
-                                        cutmix, true, NormT<acc_t>{});
-  });
+  }
+  MixArgs args{grad.const_data_ptr(), out.mutable_data_ptr(), g, plan.data(), cutmix, true, false, nullptr, nullptr};
+  const int d = dtype_index(grad.scalar_type());
+  const MixRowsFn fn = active_table().load()->mix_rows[d][d];
+  const int64_t units = g.B * units_per_row(g, by_lines(g, cutmix, false));
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   return out;
 }
+
+// Python-visible helpers of the _C module: which kernel table runs.
+PyObject* py_cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(active_table().load()->name); }
+
+PyObject* py_supported_cpu_isas(PyObject*, PyObject*) {
+  const auto tables = supported_tables();
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(tables.size()));
+  for (size_t i = 0; i < tables.size(); ++i)
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), PyUnicode_FromString(tables[i]->name));
+  return list;
+}
+
+PyObject* py_set_cpu_isa(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  const KernelTable* t = find_table(name);
+  if (t == nullptr) {
+    PyErr_Format(PyExc_ValueError, "mixup_fused: cpu isa '%s' is not supported on this CPU", name);
+    return nullptr;
+  }
+  const char* previous = active_table().exchange(t)->name;
+  return PyUnicode_FromString(previous);
+}
+
+PyMethodDef kMethods[] = {
+    {"cpu_isa", py_cpu_isa, METH_NOARGS, "Name of the CPU kernel table in use."},
+    {"supported_cpu_isas", py_supported_cpu_isas, METH_NOARGS, "CPU kernel tables this CPU can run."},
+    {"set_cpu_isa", py_set_cpu_isa, METH_O, "Select a CPU kernel table by name; returns the previous one."},
+    {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
 
@@ -628,3 +509,12 @@ TORCH_LIBRARY_IMPL(mixup_fused, CPU, m) {
 }
 
 }  // namespace mixup_fused
+
+// ``import mixup_fused._C`` loads this library, which runs the registrations
+// above (as in pytorch/extension-cpp), and exposes the CPU-ISA helpers.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, mixup_fused::kMethods};
+  return PyModule_Create(&module_def);
+}
+}

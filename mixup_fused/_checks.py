@@ -106,7 +106,8 @@ def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, 
         H, W = x.shape[2], x.shape[3]
         b = boxes.long()
         good = (b[:, 0] >= 0) & (b[:, 0] <= b[:, 1]) & (b[:, 1] <= H) & (b[:, 2] >= 0) & (b[:, 2] <= b[:, 3])
-        ok.append((good & (b[:, 3] <= W)).all())
+        no_box = (b == -1).all(dim=1)
+        ok.append(((good & (b[:, 3] <= W)) | no_box).all())
     else:
         ok.append(None)
     if mean is not None:
@@ -143,11 +144,11 @@ def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, 
                 _fail(ValueError, f"target[{i}] = {v} is not a class id in [0, num_classes = {num_classes})")
     if boxes is not None:
         for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
-            if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+            if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W) and (y0, y1, x0, x1) != (-1, -1, -1, -1):
                 _fail(
                     ValueError,
                     f"boxes[{i}] = ({y0}, {y1}, {x0}, {x1}) must satisfy 0 <= y0 <= y1 <= H = {H} "
-                    f"and 0 <= x0 <= x1 <= W = {W}",
+                    f"and 0 <= x0 <= x1 <= W = {W}, or be (-1, -1, -1, -1) to mix that sample with lam",
                 )
     if mean is not None:
         for name, t in (("mean", mean), ("std", std)):

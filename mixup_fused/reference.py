@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+NO_BOX = (-1, -1, -1, -1)
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -48,6 +50,11 @@ def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside.unsqueeze(1)
 
 
+def mixup_rows(boxes: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B]``: rows marked ``NO_BOX`` (all -1) are mixed with lam, not cut."""
+    return (boxes == -1).all(dim=1)
+
+
 def normalize_reference(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """``(x - mean[c]) / std[c]`` in float32 (float64 for float64 input)."""
     dt = compute_dtype(x.dtype)
@@ -65,16 +72,18 @@ def mix_images_reference(
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Mixup (``lam[i] * x[i] + (1 - lam[i]) * x[perm[i]]``) or, with ``boxes``,
-    CutMix (``x[perm[i]]`` inside box i, ``x[i]`` outside). Differentiable."""
+    CutMix (``x[perm[i]]`` inside box i, ``x[i]`` outside). A box row of all -1
+    (``NO_BOX``) mixes that sample with lam instead, so one call can mix some
+    samples and cut others. Differentiable."""
     out_dtype = out_dtype or x.dtype
     dt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
     xf = normalize_reference(x, mean, std) if mean is not None else x.to(dt)
     xf = xf.to(dt)
+    lam = lam.to(dt).view((-1,) + (1,) * (x.dim() - 1))
+    mixed = lam * xf + (1.0 - lam) * xf[perm]
     if boxes is not None:
-        mixed = torch.where(box_mask(boxes, x.shape[2], x.shape[3]), xf[perm], xf)
-    else:
-        lam = lam.to(dt).view((-1,) + (1,) * (x.dim() - 1))
-        mixed = lam * xf + (1.0 - lam) * xf[perm]
+        cut = torch.where(box_mask(boxes, x.shape[2], x.shape[3]), xf[perm], xf)
+        mixed = torch.where(mixup_rows(boxes).view(-1, 1, 1, 1), mixed, cut)
     return mixed.to(out_dtype)
 
 
@@ -110,13 +119,15 @@ def mix_backward_reference(
     inv[perm] = torch.arange(perm.numel(), device=perm.device)
     dt = compute_dtype(grad.dtype)
     g = grad.to(dt)
+    lam = lam.to(dt).view((-1,) + (1,) * (grad.dim() - 1))
+    own = lam * g
+    other = (1.0 - lam[inv]) * g[inv]
     if boxes is not None:
         inside = box_mask(boxes, grad.shape[2], grad.shape[3])
-        out = torch.where(inside, 0.0, g) + torch.where(inside[inv], g[inv], 0.0)
-    else:
-        lam = lam.to(dt).view((-1,) + (1,) * (grad.dim() - 1))
-        out = lam * g + (1.0 - lam[inv]) * g[inv]
-    return out.to(grad.dtype)
+        mix_row = mixup_rows(boxes).view(-1, 1, 1, 1)
+        own = torch.where(mix_row, own, torch.where(inside, 0.0, g))
+        other = torch.where(mix_row[inv], other, torch.where(inside[inv], g[inv], 0.0))
+    return (own + other).to(grad.dtype)
 
 
 def naive_mix(x: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lam, num_classes: int, label_smoothing=0.0):

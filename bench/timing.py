@@ -1,0 +1,135 @@
+"""Timers: medians of repeated calls after warm-up.
+
+CPU: ``time.perf_counter`` around each call, with the last-level cache flushed
+before every timed call by reading a buffer the size of the L3 cache (outside
+the timed region). Without it, a 38 MB batch on a machine with a large L3
+stays in cache between calls and every provider looks faster than it is in a
+training step, where the batch arrives from DRAM.
+
+GPU: ``triton.testing.do_bench`` (CUDA events around each call, L2 cleared
+between calls, median), or plain CUDA events if triton is missing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    min_ms: float
+    p25_ms: float
+    p75_ms: float
+    reps: int
+
+
+@dataclass
+class Budget:
+    """How long to time one provider: at least ``min_reps`` calls, then more
+    until ``seconds`` of measured time or ``max_reps`` calls."""
+
+    warmup: int = 2
+    min_reps: int = 5
+    max_reps: int = 25
+    seconds: float = 0.3
+
+
+def _summary(samples_ms: list[float]) -> Timing:
+    samples_ms = sorted(samples_ms)
+    q = statistics.quantiles(samples_ms, n=4) if len(samples_ms) > 1 else [samples_ms[0]] * 3
+    return Timing(statistics.median(samples_ms), samples_ms[0], q[0], q[2], len(samples_ms))
+
+
+class CacheFlusher:
+    """Evicts the CPU caches by reading a buffer as large as the last-level cache."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+        self.buffer = torch.ones(max(nbytes // 4, 1), dtype=torch.float32) if nbytes > 0 else None
+
+    def __call__(self) -> None:
+        if self.buffer is not None:
+            self.buffer.sum()
+
+
+class CPUTimer:
+    def __init__(self, flusher: CacheFlusher | None):
+        self.flusher = flusher
+
+    def describe(self) -> str:
+        if self.flusher is None or self.flusher.buffer is None:
+            return "time.perf_counter per call, caches NOT flushed (warm cache)"
+        return (
+            f"time.perf_counter per call; before each timed call the caches are flushed by reading a "
+            f"{self.flusher.nbytes / 2**20:.0f} MiB buffer (the L3 size), outside the timed region"
+        )
+
+    def __call__(self, fn: Callable[[], object], budget: Budget) -> Timing:
+        for _ in range(budget.warmup):
+            fn()
+        samples: list[float] = []
+        spent = 0.0
+        while len(samples) < budget.max_reps and (len(samples) < budget.min_reps or spent < budget.seconds):
+            if self.flusher is not None:
+                self.flusher()
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            spent += dt
+            samples.append(dt * 1e3)
+        return _summary(samples)
+
+
+class CUDATimer:
+    def __init__(self):
+        try:
+            from triton.testing import do_bench
+
+            self.do_bench = do_bench
+        except ImportError:
+            self.do_bench = None
+
+    def describe(self) -> str:
+        if self.do_bench is not None:
+            return "triton.testing.do_bench (CUDA events per call, L2 cleared between calls), median"
+        return "CUDA events per call (triton not importable), L2 cleared between calls, median"
+
+    def __call__(self, fn: Callable[[], object], budget: Budget) -> Timing:
+        if self.do_bench is not None:
+            # do_bench sizes its repetitions by time (ms); quantiles give the spread.
+            warm_ms = max(5.0, 25.0 * budget.seconds)
+            rep_ms = max(20.0, 250.0 * budget.seconds)
+            q = self.do_bench(fn, warmup=warm_ms, rep=rep_ms, quantiles=[0.0, 0.25, 0.5, 0.75])
+            return Timing(median_ms=q[2], min_ms=q[0], p25_ms=q[1], p75_ms=q[3], reps=-1)
+        return self._events(fn, budget)
+
+    @staticmethod
+    def _events(fn, budget: Budget) -> Timing:
+        scratch = torch.empty(256 * 2**20 // 4, dtype=torch.int32, device="cuda")
+        for _ in range(budget.warmup):
+            fn()
+        torch.cuda.synchronize()
+        samples = []
+        for _ in range(max(budget.min_reps, min(budget.max_reps, 50))):
+            scratch.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end))
+        return _summary(samples)
+
+
+def make_timer(device: torch.device, flush: bool):
+    if device.type == "cuda":
+        return CUDATimer()
+    from .env import l3_cache_bytes
+
+    return CPUTimer(CacheFlusher(l3_cache_bytes()) if flush else None)

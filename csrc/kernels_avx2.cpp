@@ -1,0 +1,7 @@
+// CPU kernels for AVX2 (+F16C), picked at run time when the CPU has them.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx2,f16c,popcnt")
+#define MIXUP_ISA isa_avx2
+#define MIXUP_ISA_NAME "avx2"
+#include "mix_kernels.h"
+#endif

@@ -1,0 +1,361 @@
+// The CPU inner loops, compiled once per instruction set.
+//
+// kernels_<isa>.cpp sets a target pragma, defines MIXUP_ISA and includes this
+// file; mixup_fused.cpp picks a table at run time (like ATen's CPU
+// capability dispatch). Everything here has internal linkage and uses no
+// standard-library templates, so code built for one instruction set is never
+// shared with another. Loops run over contiguous spans with constant weights
+// and use branch-free conversions, so the compiler vectorises them.
+
+#include <cstdint>
+#include <cstring>
+
+#include "mix_types.h"
+
+#ifndef MIXUP_ISA
+#error "define MIXUP_ISA before including mix_kernels.h"
+#endif
+
+namespace mixup_fused {
+namespace MIXUP_ISA {
+namespace {
+
+struct bf16 {
+  uint16_t bits;
+};
+struct f16 {
+  uint16_t bits;
+};
+
+inline uint32_t to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// IEEE half <-> float, branch free (the FP16 library's algorithm, as in c10).
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;
+  const float normalized = from_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  const float denormalized = from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+  const uint32_t result = sign | (two_w < (1u << 27) ? to_bits(denormalized) : to_bits(normalized));
+  return from_bits(result);
+}
+inline uint16_t f32_to_f16(float f) {
+  float base = (__builtin_fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+  const uint32_t w = to_bits(f);
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  uint32_t bias = shl1_w & 0xFF000000u;
+  bias = bias < 0x71000000u ? 0x71000000u : bias;
+  base = from_bits((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = to_bits(base);
+  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+// bfloat16: round to nearest even; NaN stays a (quiet) NaN.
+inline float bf16_to_f32(uint16_t h) { return from_bits(static_cast<uint32_t>(h) << 16); }
+inline uint16_t f32_to_bf16(float f) {
+  const uint32_t u = to_bits(f);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
+inline float widen(float v) { return v; }
+inline double widen(double v) { return v; }
+inline float widen(uint8_t v) { return static_cast<float>(v); }
+inline float widen(bf16 v) { return bf16_to_f32(v.bits); }
+inline float widen(f16 v) { return f16_to_f32(v.bits); }
+
+template <typename acc_t, typename T>
+inline acc_t ld(const T& v) {
+  return static_cast<acc_t>(widen(v));
+}
+
+template <typename T>
+struct Narrow {
+  template <typename A>
+  static T from(A v) {
+    return static_cast<T>(v);
+  }
+};
+template <>
+struct Narrow<bf16> {
+  template <typename A>
+  static bf16 from(A v) {
+    return bf16{f32_to_bf16(static_cast<float>(v))};
+  }
+};
+template <>
+struct Narrow<f16> {
+  template <typename A>
+  static f16 from(A v) {
+    return f16{f32_to_f16(static_cast<float>(v))};
+  }
+};
+
+template <typename acc_t>
+struct Norm {
+  bool on;
+  int64_t C;
+  acc_t mean[64];
+  acc_t std[64];
+};
+
+// dst[j] = f(src[j]); f normalises with channel c (NCHW) or with channels
+// cycling from 0 (NHWC: n is a multiple of C).
+template <typename in_t, typename out_t, typename acc_t>
+inline void copy_span(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const Norm<acc_t>& nm, int64_t c,
+                      bool cycle) {
+  if (!nm.on) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ld<acc_t>(src[j]));
+  } else if (!cycle) {
+    const acc_t m = nm.mean[c], s = nm.std[c];
+    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from((ld<acc_t>(src[j]) - m) / s);
+  } else {
+    const int64_t C = nm.C;
+    for (int64_t j = 0; j < n; j += C)
+      for (int64_t k = 0; k < C; ++k)
+        dst[j + k] = Narrow<out_t>::from((ld<acc_t>(src[j + k]) - nm.mean[k]) / nm.std[k]);
+  }
+}
+
+// dst[j] = ws * f(a[j]) + wp * f(b[j]).
+template <typename in_t, typename out_t, typename acc_t>
+inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n, acc_t ws,
+                     acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  if (!nm.on) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ws * ld<acc_t>(a[j]) + wp * ld<acc_t>(b[j]));
+  } else if (!cycle) {
+    const acc_t m = nm.mean[c], s = nm.std[c];
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t va = (ld<acc_t>(a[j]) - m) / s;
+      const acc_t vb = (ld<acc_t>(b[j]) - m) / s;
+      dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
+    }
+  } else {
+    const int64_t C = nm.C;
+    for (int64_t j = 0; j < n; j += C)
+      for (int64_t k = 0; k < C; ++k) {
+        const acc_t va = (ld<acc_t>(a[j + k]) - nm.mean[k]) / nm.std[k];
+        const acc_t vb = (ld<acc_t>(b[j + k]) - nm.mean[k]) / nm.std[k];
+        dst[j + k] = Narrow<out_t>::from(ws * va + wp * vb);
+      }
+  }
+}
+
+// Out-of-place forward and backward over units [u0, u1).
+template <typename in_t, typename out_t, typename acc_t>
+void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
+  const Geometry& g = args.g;
+  const in_t* x = static_cast<const in_t*>(args.x);
+  out_t* out = static_cast<out_t*>(args.out);
+  Norm<acc_t> nm;
+  nm.on = args.normalize;
+  nm.C = g.C;
+  if (nm.on)
+    for (int64_t c = 0; c < g.C; ++c) {
+      nm.mean[c] = static_cast<acc_t>(args.mean[c]);
+      nm.std[c] = static_cast<acc_t>(args.std[c]);
+    }
+  const bool lines = by_lines(g, args.cutmix, args.normalize);
+  const int64_t upr = units_per_row(g, lines);
+  if (!lines) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t i = u / upr, s = (u % upr) * kChunk;
+      const int64_t n = min64(kChunk, g.row - s);
+      const RowPlan& pl = args.plan[i];
+      mix_span<in_t, out_t, acc_t>(out + i * g.out_stride + s, x + i * g.x_stride + s, x + pl.src * g.x_stride + s, n,
+                                   static_cast<acc_t>(pl.ws), static_cast<acc_t>(pl.wp), nm, 0, false);
+    }
+    return;
+  }
+  const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
+  const int64_t k = g.layout == kNHWC ? g.C : 1;
+  const bool cycle = g.layout == kNHWC;
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t i = u / upr;
+    const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
+    const RowPlan& pl = args.plan[i];
+    const acc_t ws = static_cast<acc_t>(pl.ws), wp = static_cast<acc_t>(pl.wp);
+    const in_t* xa = x + i * g.x_stride;
+    const in_t* xb = x + pl.src * g.x_stride;
+    out_t* o = out + i * g.out_stride;
+    for (int64_t l = l0; l < l1; ++l) {
+      const int64_t h = cycle ? l : l % g.H;
+      const int64_t c = cycle ? 0 : l / g.H;
+      const int64_t off = l * L;
+      if (!args.backward) {
+        if (!args.cutmix || pl.self_mix) {
+          mix_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, L, ws, wp, nm, c, cycle);
+          continue;
+        }
+        const Box& bs = pl.self_box;
+        if (h < bs.y0 || h >= bs.y1 || bs.x0 == bs.x1) {
+          copy_span<in_t, out_t, acc_t>(o + off, xa + off, L, nm, c, cycle);
+        } else {
+          // Self outside the box, partner inside: three spans.
+          const int64_t c0 = bs.x0 * k, c1 = bs.x1 * k;
+          copy_span<in_t, out_t, acc_t>(o + off, xa + off, c0, nm, c, cycle);
+          copy_span<in_t, out_t, acc_t>(o + off + c0, xb + off + c0, c1 - c0, nm, c, cycle);
+          copy_span<in_t, out_t, acc_t>(o + off + c1, xa + off + c1, L - c1, nm, c, cycle);
+        }
+        continue;
+      }
+      // Backward: own term (weighted, or outside its own box) plus the
+      // partner term (weighted, or inside the partner's box).
+      const Box& bs = pl.self_box;
+      const Box& bp = pl.part_box;
+      const bool hs = !pl.self_mix && h >= bs.y0 && h < bs.y1;
+      const bool hp = !pl.part_mix && h >= bp.y0 && h < bp.y1;
+      const int64_t s0 = hs ? bs.x0 * k : 0, s1 = hs ? bs.x1 * k : 0;
+      const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
+      const acc_t own_w = pl.self_mix ? ws : acc_t(1);
+      const acc_t part_w = pl.part_mix ? wp : acc_t(1);
+      const bool part_all = pl.part_mix;
+      for (int64_t j = 0; j < L; ++j) {
+        const acc_t va = (j >= s0 && j < s1) ? acc_t(0) : own_w * ld<acc_t>(xa[off + j]);
+        const acc_t vb = (part_all || (j >= p0 && j < p1)) ? part_w * ld<acc_t>(xb[off + j]) : acc_t(0);
+        o[off + j] = Narrow<out_t>::from(va + vb);
+      }
+    }
+  }
+}
+
+// In-place forward on an involution: each pair (i, perm[i]) is read once and
+// written once. Units [u0, u1) over (pair, chunk or line range).
+template <typename scalar_t, typename acc_t>
+void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
+  const Geometry& g = args.g;
+  scalar_t* x = static_cast<scalar_t*>(args.x);
+  const bool lines = by_lines(g, args.cutmix, false);
+  const int64_t upr = units_per_row(g, lines);
+  if (!lines) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t i = args.firsts[u / upr], p = args.perm[i];
+      const int64_t s = (u % upr) * kChunk, n = min64(kChunk, g.row - s);
+      const acc_t wi = static_cast<acc_t>(args.lam[i]), wp = static_cast<acc_t>(args.lam[p]);
+      const acc_t ri = acc_t(1) - wi, rp = acc_t(1) - wp;
+      scalar_t* __restrict xi = x + i * g.x_stride + s;
+      if (i == p) {
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t a = ld<acc_t>(xi[j]);
+          xi[j] = Narrow<scalar_t>::from(wi * a + ri * a);
+        }
+        continue;
+      }
+      scalar_t* __restrict xp = x + p * g.x_stride + s;
+      for (int64_t j = 0; j < n; ++j) {
+        const acc_t a = ld<acc_t>(xi[j]);
+        const acc_t b = ld<acc_t>(xp[j]);
+        xi[j] = Narrow<scalar_t>::from(wi * a + ri * b);
+        xp[j] = Narrow<scalar_t>::from(wp * b + rp * a);
+      }
+    }
+    return;
+  }
+  const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
+  const int64_t k = g.layout == kNHWC ? g.C : 1;
+  const bool nhwc = g.layout == kNHWC;
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t i = args.firsts[u / upr], p = args.perm[i];
+    const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
+    const bool mi = args.mix_rows[i], mp = args.mix_rows[p];
+    const acc_t wi = static_cast<acc_t>(args.lam[i]), wp = static_cast<acc_t>(args.lam[p]);
+    const acc_t ri = acc_t(1) - wi, rp = acc_t(1) - wp;
+    const Box& bi = args.boxes[i];
+    const Box& bp = args.boxes[p];
+    scalar_t* xi = x + i * g.x_stride;
+    scalar_t* xp = x + p * g.x_stride;
+    for (int64_t l = l0; l < l1; ++l) {
+      const int64_t h = nhwc ? l : l % g.H;
+      const int64_t off = l * L;
+      const bool hi = !mi && h >= bi.y0 && h < bi.y1;
+      const bool hp = !mp && h >= bp.y0 && h < bp.y1;
+      const int64_t i0 = hi ? bi.x0 * k : 0, i1 = hi ? bi.x1 * k : 0;
+      const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
+      if (i == p) {
+        if (mi)
+          for (int64_t j = 0; j < L; ++j) {
+            const acc_t a = ld<acc_t>(xi[off + j]);
+            xi[off + j] = Narrow<scalar_t>::from(wi * a + ri * a);
+          }
+        continue;  // a cut sample paired with itself keeps its pixels
+      }
+      if (!mi && !mp) {
+        // Both cut: only the columns inside either box move.
+        if (!hi && !hp) continue;
+        const int64_t lo = min64(hi ? i0 : p0, hp ? p0 : i0), hi_end = max64(i1, p1);
+        for (int64_t j = lo; j < hi_end; ++j) {
+          const scalar_t a = xi[off + j];
+          const scalar_t b = xp[off + j];
+          if (j >= i0 && j < i1) xi[off + j] = b;
+          if (j >= p0 && j < p1) xp[off + j] = a;
+        }
+        continue;
+      }
+      for (int64_t j = 0; j < L; ++j) {
+        const acc_t a = ld<acc_t>(xi[off + j]);
+        const acc_t b = ld<acc_t>(xp[off + j]);
+        const acc_t vi = mi ? wi * a + ri * b : ((j >= i0 && j < i1) ? b : a);
+        const acc_t vp = mp ? wp * b + rp * a : ((j >= p0 && j < p1) ? a : b);
+        xi[off + j] = Narrow<scalar_t>::from(vi);
+        xp[off + j] = Narrow<scalar_t>::from(vp);
+      }
+    }
+  }
+}
+
+template <typename A, typename B>
+struct AccOf {
+  using type = float;
+};
+template <typename B>
+struct AccOf<double, B> {
+  using type = double;
+};
+template <typename A>
+struct AccOf<A, double> {
+  using type = double;
+};
+template <>
+struct AccOf<double, double> {
+  using type = double;
+};
+
+template <typename in_t, typename out_t>
+void mix_rows_entry(const MixArgs& args, int64_t u0, int64_t u1) {
+  mix_rows_units<in_t, out_t, typename AccOf<in_t, out_t>::type>(args, u0, u1);
+}
+template <typename scalar_t>
+void pairs_entry(const PairArgs& args, int64_t u0, int64_t u1) {
+  pairs_units<scalar_t, typename AccOf<scalar_t, scalar_t>::type>(args, u0, u1);
+}
+
+}  // namespace
+
+#define MIXUP_ROW(in_t) \
+  { &mix_rows_entry<in_t, float>, &mix_rows_entry<in_t, double>, &mix_rows_entry<in_t, f16>, &mix_rows_entry<in_t, bf16> }
+
+// Indexed by DType: kF32, kF64, kF16, kBF16, kU8 (inputs) and the first four (outputs).
+extern const KernelTable kTable;
+const KernelTable kTable = {
+    MIXUP_ISA_NAME,
+    {MIXUP_ROW(float), MIXUP_ROW(double), MIXUP_ROW(f16), MIXUP_ROW(bf16), MIXUP_ROW(uint8_t)},
+    {&pairs_entry<float>, &pairs_entry<double>, &pairs_entry<f16>, &pairs_entry<bf16>},
+};
+
+#undef MIXUP_ROW
+
+}  // namespace MIXUP_ISA
+}  // namespace mixup_fused

@@ -1,0 +1,88 @@
+// Plain data shared by the dispatching code (mixup_fused.cpp, which uses ATen)
+// and the per-instruction-set kernels (mix_kernels.h). Nothing here may
+// generate code that differs by instruction set: only POD structs and
+// internal-linkage helpers, so that no function compiled for AVX-512 can be
+// picked by the linker for a machine without it.
+#pragma once
+
+#include <cstdint>
+
+namespace mixup_fused {
+
+enum DType : int { kF32 = 0, kF64 = 1, kF16 = 2, kBF16 = 3, kU8 = 4 };
+constexpr int kNumIn = 5;   // every DType
+constexpr int kNumOut = 4;  // floating DTypes only
+
+enum LayoutKind : int { kFlat = 0, kNCHW = 1, kNHWC = 2 };
+
+constexpr int64_t kChunk = 32768;  // elements per parallel work unit
+
+struct Box {
+  int64_t y0, y1, x0, x1;
+};
+
+// What output row i is made of. ``mix`` rows use the weights; other rows
+// (CutMix) take the partner inside the box and themselves outside it.
+struct RowPlan {
+  int64_t src;      // partner row
+  double ws, wp;    // weights of self and partner (mixup rows)
+  Box self_box;     // box of this row (CutMix)
+  Box part_box;     // box applied to the partner term (backward: the partner's own box)
+  bool self_mix;    // this row is mixed with weights
+  bool part_mix;    // the partner term is weighted (backward: the partner row was a mixup row)
+};
+
+struct Geometry {
+  int layout;
+  int64_t B, row, C, H, W;
+  int64_t x_stride, out_stride;
+};
+
+struct MixArgs {
+  const void* x;
+  void* out;
+  Geometry g;
+  const RowPlan* plan;
+  bool cutmix;    // boxes were given
+  bool backward;  // two-box sum form
+  bool normalize;
+  const double* mean;  // [C]
+  const double* std;   // [C]
+};
+
+struct PairArgs {
+  void* x;
+  Geometry g;
+  const int64_t* firsts;  // rows i with i <= perm[i]
+  const int64_t* perm;
+  const double* lam;
+  const Box* boxes;
+  const bool* mix_rows;  // per row: mixed with lam (not cut)
+  bool cutmix;
+};
+
+using MixRowsFn = void (*)(const MixArgs&, int64_t unit_begin, int64_t unit_end);
+using PairsFn = void (*)(const PairArgs&, int64_t unit_begin, int64_t unit_end);
+
+struct KernelTable {
+  const char* name;
+  MixRowsFn mix_rows[kNumIn][kNumOut];
+  PairsFn pairs[kNumOut];
+};
+
+// Work decomposition, shared by the host (unit counts) and the kernels.
+static inline bool by_lines(const Geometry& g, bool cutmix, bool normalize) {
+  return (cutmix || normalize) && g.layout != kFlat;
+}
+static inline int64_t line_len(const Geometry& g) { return g.layout == kNHWC ? g.W * g.C : g.W; }
+static inline int64_t num_lines(const Geometry& g) { return g.layout == kNHWC ? g.H : g.C * g.H; }
+static inline int64_t lines_per_unit(const Geometry& g) {
+  const int64_t L = line_len(g) > 0 ? line_len(g) : 1;
+  return kChunk / L > 0 ? kChunk / L : 1;
+}
+static inline int64_t units_per_row(const Geometry& g, bool lines) {
+  if (lines) return (num_lines(g) + lines_per_unit(g) - 1) / lines_per_unit(g);
+  return (g.row + kChunk - 1) / kChunk;
+}
+
+}  // namespace mixup_fused
