@@ -38,6 +38,20 @@ def _normalize(v, c, mask, mean_ptr, std_ptr, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
+def _box(box_ptr, r, h, w):
+    """(inside row r's box, row r is mixed with lam): a box of all -1 (NO_BOX)
+    marks a row that is mixed rather than cut; nothing is inside it."""
+    y0 = tl.load(box_ptr + 4 * r)
+    y1 = tl.load(box_ptr + 4 * r + 1)
+    x0 = tl.load(box_ptr + 4 * r + 2)
+    x1 = tl.load(box_ptr + 4 * r + 3)
+    inside = (h >= y0) & (h < y1) & (w >= x0) & (w < x1)
+    # As a block-shaped mask (all four coordinates equal -1).
+    is_mix = (h * 0 + ((y0 + 1) | (y1 + 1) | (x0 + 1) | (x1 + 1))) == 0
+    return inside, is_mix
+
+
+@triton.jit
 def mix_images_targets_kernel(
     x_ptr,
     out_ptr,
@@ -121,54 +135,59 @@ def mix_images_targets_kernel(
         lam_i = tl.load(lam_ptr + i).to(acc_ty)
         if INPLACE:
             # Pair (i, p) is handled by the program with the smaller index.
-            mask = mask & (i <= p)
+            # (Row comparisons are made block-shaped: the interpreter cannot
+            # mask with a scalar comparison.)
+            i_blk = offs * 0 + i
+            mask = mask & (i_blk <= p)
+            other_row = i_blk != p
             lam_p = tl.load(lam_ptr + p).to(acc_ty)
             if CUTMIX:
-                in_i = (h >= tl.load(box_ptr + 4 * i)) & (h < tl.load(box_ptr + 4 * i + 1))
-                in_i = in_i & (w >= tl.load(box_ptr + 4 * i + 2)) & (w < tl.load(box_ptr + 4 * i + 3))
-                in_p = (h >= tl.load(box_ptr + 4 * p)) & (h < tl.load(box_ptr + 4 * p + 1))
-                in_p = in_p & (w >= tl.load(box_ptr + 4 * p + 2)) & (w < tl.load(box_ptr + 4 * p + 3))
-                a = tl.load(xi_ptr + offs, mask=mask & in_p)
-                b = tl.load(xp_ptr + offs, mask=mask & in_i)
-                tl.store(xi_ptr + offs, b, mask=mask & in_i)
-                tl.store(xp_ptr + offs, a, mask=mask & in_p & (i != p))
+                in_i, mix_i = _box(box_ptr, i, h, w)
+                in_p, mix_p = _box(box_ptr, p, h, w)
+                # Only what moves is read: box pixels, or whole rows mixed with lam.
+                a = tl.load(xi_ptr + offs, mask=mask & (in_p | mix_i | mix_p), other=0).to(acc_ty)
+                b = tl.load(xp_ptr + offs, mask=mask & (in_i | mix_i | mix_p), other=0).to(acc_ty)
+                vi = tl.where(mix_i, lam_i * a + (1.0 - lam_i) * b, b)
+                vp = tl.where(mix_p, lam_p * b + (1.0 - lam_p) * a, a)
+                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & (in_i | mix_i))
+                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (in_p | mix_p) & other_row)
             else:
                 a = tl.load(xi_ptr + offs, mask=mask).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask).to(acc_ty)
                 vi = lam_i * a + (1.0 - lam_i) * b
                 vp = lam_p * b + (1.0 - lam_p) * a
                 tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask)
-                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (i != p))
+                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row)
         else:
             out_row = out_ptr + i.to(tl.int64) * (out_stride_v * VEC)
             if BACKWARD:
                 wi = p
             else:
                 wi = i
+            lam_w = tl.load(lam_ptr + wi).to(acc_ty)
             if CUTMIX:
-                in_self = (h >= tl.load(box_ptr + 4 * i)) & (h < tl.load(box_ptr + 4 * i + 1))
-                in_self = in_self & (w >= tl.load(box_ptr + 4 * i + 2)) & (w < tl.load(box_ptr + 4 * i + 3))
+                in_self, mix_self = _box(box_ptr, i, h, w)
                 if BACKWARD:
-                    in_part = (h >= tl.load(box_ptr + 4 * wi)) & (h < tl.load(box_ptr + 4 * wi + 1))
-                    in_part = in_part & (w >= tl.load(box_ptr + 4 * wi + 2))
-                    in_part = in_part & (w < tl.load(box_ptr + 4 * wi + 3))
+                    in_part, mix_part = _box(box_ptr, wi, h, w)
                 else:
                     in_part = in_self
-                a = tl.load(xi_ptr + offs, mask=mask & ~in_self, other=0).to(acc_ty)
-                b = tl.load(xp_ptr + offs, mask=mask & in_part, other=0).to(acc_ty)
+                    mix_part = mix_self
+                a = tl.load(xi_ptr + offs, mask=mask & (mix_self | ~in_self), other=0).to(acc_ty)
+                b = tl.load(xp_ptr + offs, mask=mask & (mix_part | in_part), other=0).to(acc_ty)
                 a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE)
                 b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE)
                 if BACKWARD:
-                    # Both terms may contribute where the two boxes overlap.
-                    v = tl.where(in_self, 0.0, a) + tl.where(in_part, b, 0.0)
+                    # Own term plus partner term; both may contribute where boxes overlap.
+                    own = tl.where(mix_self, lam_i * a, tl.where(in_self, 0.0, a))
+                    other = tl.where(mix_part, (1.0 - lam_w) * b, tl.where(in_part, b, 0.0))
+                    v = own + other
                 else:
-                    v = tl.where(in_self, b, a)
+                    v = tl.where(mix_self, lam_i * a + (1.0 - lam_w) * b, tl.where(in_self, b, a))
             else:
                 a = tl.load(xi_ptr + offs, mask=mask, other=0).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask, other=0).to(acc_ty)
                 a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE)
                 b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE)
-                lam_w = tl.load(lam_ptr + wi).to(acc_ty)
                 v = lam_i * a + (1.0 - lam_w) * b
             tl.store(out_row + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
     elif TARGETS != 0:
