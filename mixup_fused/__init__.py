@@ -6,9 +6,10 @@ autograd, fake kernels for torch.compile, and a functional API.
 """
 
 from . import ops, reference
-from .functional import mix, mix_targets
+from .functional import mix, mix_features, mix_targets
 from .ops import BACKENDS, HAS_CPP
+from .reference import NO_BOX
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "HAS_CPP", "mix", "mix_targets", "ops", "reference"]
+__all__ = ["BACKENDS", "HAS_CPP", "NO_BOX", "mix", "mix_features", "mix_targets", "ops", "reference"]

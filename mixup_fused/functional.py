@@ -9,7 +9,7 @@ import torch
 from . import ops
 from .reference import mix_targets_reference
 
-__all__ = ["mix", "mix_targets"]
+__all__ = ["mix", "mix_features", "mix_targets"]
 
 
 def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
@@ -72,7 +72,9 @@ def mix(
         num_classes: K, the width of the returned targets.
         label_smoothing: eps; targets are ``onehot * (1 - eps) + eps / K``.
         boxes: optional int ``[B, 4]`` half-open ``(y0, y1, x0, x1)`` per sample:
-            ``x'[i]`` takes ``x[perm[i]]`` inside the box, ``x[i]`` outside.
+            ``x'[i]`` takes ``x[perm[i]]`` inside the box, ``x[i]`` outside. A
+            row equal to ``NO_BOX`` (all -1) mixes that sample with ``lam``
+            instead, so one call can cut some samples and mix others.
         inplace: write the mixed images into ``x``; ``perm`` must be an
             involution (``perm[perm[i]] == i``) and ``x`` must not require grad.
         backend: ``"auto"`` (by device), ``"triton"``, ``"cpp"`` or ``"reference"``.
@@ -133,3 +135,50 @@ def mix_targets(
     if not isinstance(lam, torch.Tensor):
         lam = torch.full((B,), float(lam), dtype=torch.float32, device=target.device)
     return mix_targets_reference(target, perm, lam.expand(B), num_classes, label_smoothing)
+
+
+def mix_features(
+    h: torch.Tensor,
+    perm: torch.Tensor,
+    lam,
+    target: torch.Tensor | None = None,
+    *,
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+    backend: str = "auto",
+    check: bool = True,
+):
+    """Mix hidden features ``h`` (any ``[B, ...]`` floating tensor) for Manifold Mixup.
+
+    ``h'[i] = lam[i] * h[i] + (1 - lam[i]) * h[perm[i]]``, differentiable with
+    respect to ``h`` (the backward is the same kernel through the inverse
+    permutation). With ``target`` (and ``num_classes``) the mixed, smoothed
+    targets are built in the same launch and ``(h', y')`` is returned;
+    otherwise only ``h'``.
+
+    Example (mix at a random layer)::
+
+        k = int(torch.randint(0, len(blocks), ()))      # the layer to mix at
+        lam = float(np.random.beta(2.0, 2.0))
+        perm = torch.randperm(B, device=x.device)
+        for j, block in enumerate(blocks):
+            if j == k:
+                x, y = mix_features(x, perm, lam, target, num_classes=K)
+            x = block(x)
+        loss = soft_target_cross_entropy(head(x), y)
+    """
+    if target is None:
+        if num_classes is not None:
+            raise ValueError("mixup_fused: num_classes is only used together with target")
+        # The op always builds targets; a single class keeps that work negligible.
+        dummy = torch.zeros(h.shape[0] if h.dim() > 0 else 0, dtype=torch.int64, device=h.device)
+        out, _ = mix(h, dummy, perm, lam, num_classes=1, backend=backend, check=check)
+        return out
+    if num_classes is None:
+        if target.is_floating_point() and target.dim() == 2:
+            num_classes = target.shape[1]
+        else:
+            raise ValueError("mixup_fused: num_classes is required with class-id targets")
+    return mix(
+        h, target, perm, lam, num_classes=num_classes, label_smoothing=label_smoothing, backend=backend, check=check
+    )
