@@ -1,0 +1,43 @@
+"""Soft-target cross-entropy: the loss that goes with mixed targets.
+
+timm's ``SoftTargetCrossEntropy``: ``sum(-target * log_softmax(x, -1), -1).mean()``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SoftTargetCrossEntropy", "soft_target_cross_entropy"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def soft_target_cross_entropy(x: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits ``x [..., K]`` against probabilities ``target [..., K]``.
+
+    ``reduction='mean'`` (timm's, the default) averages the per-sample losses
+    ``sum(-target * log_softmax(x, -1), -1)``; ``'sum'`` adds them and
+    ``'none'`` returns them.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"mixup_fused: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    loss = torch.sum(-target * F.log_softmax(x, dim=-1), dim=-1)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class SoftTargetCrossEntropy(torch.nn.Module):
+    """timm's ``SoftTargetCrossEntropy`` (``forward(x, target)``), with an optional ``reduction``."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"mixup_fused: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return soft_target_cross_entropy(x, target, self.reduction)

@@ -1,0 +1,202 @@
+"""``Mixup``: a drop-in replacement for ``timm.data.Mixup`` on the fused op.
+
+Same constructor arguments and defaults, same ``__call__(x, target) -> (x, target)``,
+same in-place mixing of ``x``, and -- with numpy's global RNG seeded the same
+way -- the same lam, boxes and pairing as timm, so the same numbers up to
+rounding. Every mode is at most one launch of :func:`mixup_fused.mix`.
+
+Differences from timm, all on purpose:
+
+* odd batch sizes (and B = 1) work: the middle sample is paired with itself,
+  keeps lam = 1, its image unchanged and its own smoothed target;
+* images are computed in float32 and rounded once (timm rounds each of its
+  2-3 half-precision operations);
+* targets are always float32 and use the float32 lam; timm's per-sample modes
+  round lam to ``x.dtype`` for the targets first (``torch.tensor(lam_batch,
+  dtype=x.dtype)``), so with bf16 images timm's targets are off by up to
+  ``2**-9`` (the bf16 rounding of lam) from the weights its own images use;
+* ``mode='half'`` (from timm's ``FastCollateMixup``) is also available on an
+  already-collated batch, see :class:`Mixup`;
+* an unknown ``mode`` raises instead of silently meaning ``'batch'``;
+* ``x`` that requires grad (e.g. Manifold Mixup on hidden features) is mixed
+  out of place, with gradients, and the new tensor is returned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import sampling
+from .functional import mix
+from .reference import smooth_targets
+
+__all__ = ["Mixup"]
+
+PAIRINGS = ("flip", "random")
+
+
+class Mixup:
+    """Mixup / CutMix per batch, per pair or per sample, with mixed smoothed targets.
+
+    Args (timm's, same defaults):
+        mixup_alpha: Mixup's Beta alpha; Mixup is on when > 0.
+        cutmix_alpha: CutMix's Beta alpha; CutMix is on when > 0.
+        cutmix_minmax: (min, max) box side as a fraction of the image side;
+            turns CutMix on with random rectangular boxes (forces
+            ``cutmix_alpha = 1``, as timm).
+        prob: probability of mixing a batch / pair / sample at all.
+        switch_prob: probability of CutMix instead of Mixup when both are on.
+        mode: ``'batch'`` (one draw for the batch), ``'pair'`` (one draw per
+            pair, both samples of a pair get the same lam / box), ``'elem'``
+            (one draw per sample), or ``'half'``: as timm's
+            ``FastCollateMixup``, sample ``k`` of the first ``ceil(B / 2)``
+            is mixed with sample ``B - 1 - k`` (one draw per sample) and only
+            the first ``ceil(B / 2)`` images and targets are returned -- as
+            views of the mixed-in-place ``x`` (its second half is not changed).
+            timm uses it with loaders that repeat each sample twice in a batch.
+        correct_lam: correct lam to the clipped box area.
+        label_smoothing: eps; targets are ``onehot * (1 - eps) + eps / K``.
+        num_classes: K.
+        multi_label: dense ``[B, K]`` multi-label targets, smoothed towards 0.5
+            (timm >= 1.0.20).
+
+    Keyword-only extensions (the defaults keep timm's behaviour):
+        generator: a ``torch.Generator``. The draws are then made with torch,
+            vectorised, on the generator's device, and numpy's RNG is not
+            touched. The distributions are timm's, the draw order is not.
+        pairing: ``'flip'`` (timm: sample ``i`` with ``B - 1 - i``) or
+            ``'random'`` (a random involution, drawn fresh each call; in
+            ``'half'`` mode each of the first samples gets a random partner in
+            the second half).
+        backend: the op's backend (``'auto'``, ``'triton'``, ``'cpp'``,
+            ``'reference'``).
+
+    ``__call__(x, target)`` mixes ``x`` in place and returns ``(x, y)`` with
+    ``y`` float32 ``[B, K]``; ``target`` is int class ids ``[B]`` or soft
+    ``[B, K]`` rows. Both tensors should be on the same device.
+    ``sample_params`` and ``apply`` split the call in two (draws, then one
+    launch), e.g. to inspect or reuse the draws.
+    """
+
+    def __init__(
+        self,
+        mixup_alpha: float = 1.0,
+        cutmix_alpha: float = 0.0,
+        cutmix_minmax=None,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        correct_lam: bool = True,
+        label_smoothing: float = 0.1,
+        num_classes: int = 1000,
+        multi_label: bool = False,
+        *,
+        generator: torch.Generator | None = None,
+        pairing: str = "flip",
+        backend: str = "auto",
+    ):
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.cutmix_minmax = cutmix_minmax
+        if self.cutmix_minmax is not None:
+            if len(self.cutmix_minmax) != 2:
+                raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {cutmix_minmax!r}")
+            # As timm: with minmax boxes, alpha only decides nothing but "CutMix is on".
+            self.cutmix_alpha = 1.0
+        self.mix_prob = prob
+        self.switch_prob = switch_prob
+        self.label_smoothing = label_smoothing
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        if mode not in sampling.MODES:
+            raise ValueError(f"mixup_fused: mode must be one of {sampling.MODES}, got {mode!r}")
+        self.mode = mode
+        self.correct_lam = correct_lam
+        self.mixup_enabled = True  # as timm: the training loop may switch mixing off
+        if pairing not in PAIRINGS:
+            raise ValueError(f"mixup_fused: pairing must be one of {PAIRINGS}, got {pairing!r}")
+        self.pairing = pairing
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"mixup_fused: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        self.backend = backend
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"mixup_fused: num_classes must be an int >= 1, got {num_classes!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
+            f"cutmix_minmax={self.cutmix_minmax}, prob={self.mix_prob}, switch_prob={self.switch_prob}, "
+            f"mode={self.mode!r}, correct_lam={self.correct_lam}, label_smoothing={self.label_smoothing}, "
+            f"num_classes={self.num_classes}, pairing={self.pairing!r})"
+        )
+
+    @property
+    def config(self) -> sampling.MixupConfig:
+        """The current draw settings (read at every call: they may be changed between calls, as in timm)."""
+        minmax = None if self.cutmix_minmax is None else tuple(self.cutmix_minmax)
+        return sampling.MixupConfig(
+            mixup_alpha=float(self.mixup_alpha),
+            cutmix_alpha=float(self.cutmix_alpha),
+            cutmix_minmax=minmax,
+            prob=float(self.mix_prob),
+            switch_prob=float(self.switch_prob),
+            correct_lam=bool(self.correct_lam),
+            enabled=bool(self.mixup_enabled),
+        )
+
+    def sample_params(self, batch_size: int, img_size=None, device=None) -> sampling.MixParams:
+        """Draw lam, boxes and pairing for a batch (``img_size = (H, W)``, needed for CutMix)."""
+        params = sampling.make_sampler(self.generator).sample(
+            self.config, self.mode, batch_size, img_size, self.pairing
+        )
+        return params if device is None else params.to(device)
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor):
+        if not isinstance(x, torch.Tensor) or x.dim() < 1:
+            raise TypeError("mixup_fused: Mixup expects a batch tensor x of shape [B, ...]")
+        img_size = tuple(x.shape[-2:]) if x.dim() == 4 else None
+        if img_size is None and self.mixup_enabled and self.config.cutmix_on:
+            raise ValueError(f"mixup_fused: CutMix needs x of shape [B, C, H, W], got {list(x.shape)}")
+        return self.apply(x, target, self.sample_params(x.shape[0], img_size))
+
+    def apply(self, x: torch.Tensor, target: torch.Tensor, params: sampling.MixParams):
+        """Mix ``x`` (in place) and build the targets with drawn ``params``: at most one launch."""
+        if target.device != x.device:
+            target = target.to(x.device, non_blocking=True)
+        if self.multi_label:
+            if target.dim() != 2 or target.shape[1] != self.num_classes:
+                raise ValueError("mixup_fused: multi-label Mixup expects dense targets shaped [B, num_classes]")
+            # timm smooths multi-label targets towards 0.5, not towards 1 / K.
+            target = target.float() * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+            eps = 0.0
+        else:
+            eps = float(self.label_smoothing)
+            if not target.is_floating_point():
+                target = target.long()
+        lam_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        params = params.to(x.device, lam_dtype)
+        if params.mixes is False:
+            # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as timm does.
+            y = smooth_targets(target, self.num_classes, eps)
+            x_out = x
+        else:
+            x_out, y = mix(
+                x,
+                target,
+                params.perm,
+                params.lam,
+                num_classes=self.num_classes,
+                label_smoothing=eps,
+                boxes=params.boxes,
+                inplace=not x.requires_grad,
+                backend=self.backend,
+                # Our own draws are valid; on a GPU the value checks would cost a sync.
+                check=not x.is_cuda,
+            )
+        if self.mode == "half":
+            n = x.shape[0] - x.shape[0] // 2
+            return x_out[:n], y[:n]
+        return x_out, y

@@ -1,0 +1,207 @@
+"""torchvision-v2-style ``MixUp`` and ``CutMix`` on the fused op.
+
+Same call conventions as ``torchvision.transforms.v2.MixUp`` / ``CutMix``: a
+batch of images and labels in (``transform(images, labels)``, a
+``(images, labels)`` tuple, or any nesting that the labels getter
+understands), mixed images and soft labels out, with torchvision's pairing
+``x.roll(1, 0)`` (sample ``i`` with ``i - 1``). With ``torch.manual_seed`` set
+the same way, the draws are torchvision's (torch's global RNG, in the same
+order), so the results match torchvision up to rounding.
+
+The pairing is a cycle, not an involution, so the images are mixed out of
+place, as torchvision does. Images are computed in float32 and rounded once;
+targets are float32 (or the dtype of 2-D floating labels). Pure tensors only:
+the first tensor in the input that is not the labels is the image batch.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+from contextlib import suppress
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from . import sampling
+from .functional import mix, mix_targets
+
+__all__ = ["CutMix", "MixUp"]
+
+
+def _find_labels_default(inputs):
+    # torchvision's default heuristic: the second item of a tuple/list, or a
+    # label-like key of a dict (first an exact "labels", then any key containing "label").
+    if isinstance(inputs, (tuple, list)):
+        inputs = inputs[1]
+    if isinstance(inputs, torch.Tensor):
+        return inputs
+    if not isinstance(inputs, collections.abc.Mapping):
+        raise ValueError(
+            "When using the default labels_getter, the input passed to forward must be a dictionary or a two-tuple "
+            f"whose second item is a dictionary or a tensor, but got {type(inputs).__name__} instead."
+        )
+    key = None
+    with suppress(StopIteration):
+        key = next(k for k in inputs.keys() if k.lower() == "labels")
+    if key is None:
+        with suppress(StopIteration):
+            key = next(k for k in inputs.keys() if "label" in k.lower())
+    if key is None:
+        raise ValueError(
+            "Could not infer where the labels are in the sample. Try passing a callable as the labels_getter parameter?"
+        )
+    return inputs[key]
+
+
+def _parse_labels_getter(labels_getter):
+    if labels_getter == "default":
+        return _find_labels_default
+    if callable(labels_getter):
+        return labels_getter
+    raise ValueError(f"labels_getter should either be 'default' or a callable, but got {labels_getter!r}.")
+
+
+class _BaseMixUpCutMix(torch.nn.Module):
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        num_classes: int | None = None,
+        labels_getter="default",
+        generator: torch.Generator | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not float(alpha) > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.alpha = float(alpha)
+        self.num_classes = num_classes
+        self._labels_getter = _parse_labels_getter(labels_getter)
+        self.generator = generator
+        self.backend = backend
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, num_classes={self.num_classes}"
+
+    def forward(self, *inputs):
+        inputs = inputs if len(inputs) > 1 else inputs[0]
+        flat_inputs, spec = tree_flatten(inputs)
+        labels = self._labels_getter(inputs)
+        if not isinstance(labels, torch.Tensor):
+            raise ValueError(f"The labels must be a tensor, but got {type(labels)} instead.")
+        if labels.ndim not in (1, 2):
+            raise ValueError(
+                "labels should be index based with shape (batch_size,) or probability based with shape "
+                f"(batch_size, num_classes), but got a tensor of shape {labels.shape} instead."
+            )
+        if labels.ndim == 2 and self.num_classes is not None and labels.shape[-1] != self.num_classes:
+            raise ValueError(
+                "When passing 2D labels, the number of elements in last dimension must match num_classes: "
+                f"{labels.shape[-1]} != {self.num_classes}. You can Leave num_classes to None."
+            )
+        if labels.ndim == 1 and self.num_classes is None:
+            raise ValueError("num_classes must be passed if the labels are index-based (1D)")
+        label_idx = next(i for i, t in enumerate(flat_inputs) if t is labels)
+        image_idx = next((i for i, t in enumerate(flat_inputs) if isinstance(t, torch.Tensor) and i != label_idx), None)
+        if image_idx is None:
+            raise TypeError("No image was found in the sample")
+        images = flat_inputs[image_idx]
+        if images.ndim != 4:
+            raise ValueError(f"Expected a batched input with 4 dims, but got {images.ndim} dimensions instead.")
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                "The batch size of the image or video does not match the batch size of the labels: "
+                f"{images.shape[0]} != {labels.shape[0]}."
+            )
+        params = self.make_params(images)
+        flat_inputs = list(flat_inputs)
+        flat_inputs[image_idx], flat_inputs[label_idx] = self._mix(images, labels, params)
+        return tree_unflatten(flat_inputs, spec)
+
+    def make_params(self, images: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def _targets_in(self, labels: torch.Tensor, device):
+        if labels.ndim == 1:
+            return labels.to(device).long(), self.num_classes
+        soft = labels.to(device)
+        return (soft if soft.is_floating_point() else soft.float()), labels.shape[-1]
+
+    def _targets_out(self, y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # torchvision keeps the dtype of floating 2-D labels; one-hot labels become float32.
+        if labels.ndim == 2 and labels.is_floating_point():
+            return y.to(labels.dtype)
+        return y
+
+    def _run(self, images, labels, lam: float, box):
+        B = images.shape[0]
+        perm = sampling.roll_permutation(B, 1, device=images.device)
+        target, K = self._targets_in(labels, images.device)
+        wdt = torch.float64 if images.dtype == torch.float64 else torch.float32
+        lam_t = torch.full((B,), lam, dtype=wdt, device=images.device)
+        if box is not None and not images.is_floating_point():
+            # CutMix of integer images is a pure copy; the op mixes floating images only.
+            y0, y1, x0, x1 = box
+            out = images.clone()
+            out[..., y0:y1, x0:x1] = images.roll(1, 0)[..., y0:y1, x0:x1]
+            return out, self._targets_out(mix_targets(target, perm, lam_t, num_classes=K), labels)
+        boxes = None
+        if box is not None:
+            boxes = sampling.to_device(torch.tensor([box], dtype=torch.int64).expand(B, 4).contiguous(), images.device)
+        out, y = mix(
+            images,
+            target,
+            perm,
+            lam_t,
+            num_classes=K,
+            boxes=boxes,
+            inplace=False,
+            backend=self.backend,
+            check=not images.is_cuda,
+        )
+        return out, self._targets_out(y, labels)
+
+
+class MixUp(_BaseMixUpCutMix):
+    """Apply MixUp to a batch of images and labels (torchvision v2 semantics).
+
+    ``x'[i] = lam * x[i] + (1 - lam) * x[i - 1]`` with one ``lam ~ Beta(alpha, alpha)``
+    for the batch; labels (class ids ``[B]`` or probabilities ``[B, K]``) are
+    mixed the same way.
+
+    Args:
+        alpha: the Beta distribution's parameter.
+        num_classes: number of classes, for one-hot encoding of index labels;
+            may be None only for 2-D labels.
+        labels_getter: ``"default"`` (the second item of a tuple, or a
+            label-like dict key) or a callable that returns the labels.
+        generator: keyword extension: a CPU ``torch.Generator`` to draw from
+            instead of torch's global RNG.
+        backend: keyword extension: the op's backend.
+    """
+
+    def make_params(self, images: torch.Tensor) -> dict:
+        return {"lam": sampling.torchvision_lam(self.alpha, generator=self.generator)}
+
+    def _mix(self, images, labels, params):
+        return self._run(images, labels, params["lam"], None)
+
+
+class CutMix(_BaseMixUpCutMix):
+    """Apply CutMix to a batch of images and labels (torchvision v2 semantics).
+
+    One box for the batch: centre uniform, half sides ``int(0.5 * sqrt(1 - lam) * side)``
+    with ``lam ~ Beta(alpha, alpha)``, clipped to the image; ``x'[i]`` takes
+    ``x[i - 1]`` inside it, and the labels are mixed with lam corrected to the
+    clipped area. Arguments as :class:`MixUp`. Integer (uint8) images are
+    supported, as in torchvision (the box is a pure copy).
+    """
+
+    def make_params(self, images: torch.Tensor) -> dict:
+        lam = sampling.torchvision_lam(self.alpha, generator=self.generator)
+        H, W = images.shape[-2:]
+        box, lam_adjusted = sampling.torchvision_cutmix_box(H, W, lam, generator=self.generator)
+        return {"box": box, "lam_adjusted": lam_adjusted}
+
+    def _mix(self, images, labels, params):
+        return self._run(images, labels, params["lam_adjusted"], params["box"])

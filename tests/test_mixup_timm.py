@@ -1,0 +1,555 @@
+"""mixup_fused.Mixup against timm's Mixup / FastCollateMixup, draw for draw.
+
+timm (pinned, installed with --no-deps) is loaded by file path: ``import timm``
+would pull in torchvision, which cannot be installed beside this torch.
+
+With numpy's global RNG seeded the same way, both must draw the same lam,
+boxes and pairing, consume the RNG identically, and give the same images and
+targets up to rounding:
+
+* float32 images: a few ulp (of the operands' magnitude);
+* bfloat16 images: we compute in float32 and round once, timm rounds each of
+  its 2-3 bf16 operations. Where we differ from timm by more than 1 bf16 ulp,
+  we must be the closer of the two to the float64 result; everywhere we must
+  be within half a bf16 ulp (plus float32 noise) of it;
+* targets: float32 rounding of timm's targets computed with the float32 lam.
+  timm's 'elem' / 'pair' modes round lam to x.dtype for the targets
+  (``torch.tensor(lam_batch, dtype=x.dtype)``); we keep the float32 lam that
+  the images use, so with bf16 images we differ from timm by at most that
+  rounding of lam.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import mixup_fused
+from mixup_fused import Mixup, sampling
+from mixup_fused.reference import NO_BOX, mix_images_reference, smooth_targets
+
+B, C, H, W = 10, 3, 16, 16
+K = 10
+SEEDS = range(4)
+
+CONFIGS = {
+    "mixup": dict(mixup_alpha=1.0),
+    "cutmix": dict(mixup_alpha=0.0, cutmix_alpha=1.0),
+    "switch": dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5),
+    "switch_prob": dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.6, switch_prob=0.3),
+    "prob": dict(mixup_alpha=1.0, prob=0.4),
+    "minmax": dict(mixup_alpha=0.0, cutmix_minmax=(0.2, 0.8)),
+    "switch_minmax": dict(mixup_alpha=0.5, cutmix_minmax=(0.3, 0.9), switch_prob=0.6),
+    "cutmix_nocorrect": dict(mixup_alpha=0.0, cutmix_alpha=0.5, correct_lam=False),
+    "switch_nocorrect": dict(mixup_alpha=0.4, cutmix_alpha=2.0, correct_lam=False, switch_prob=0.7),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MANTISSA_BITS = {torch.float32: 24, torch.bfloat16: 8}
+
+# ----------------------------------------------------------------------------
+# timm, loaded by path, with its draws recorded
+# ----------------------------------------------------------------------------
+
+
+def _load_by_path(name: str, relpath: str):
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("timm is not installed (make setup installs it with --no-deps)")
+    path = os.path.join(spec.submodule_search_locations[0], relpath)
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def timm_mixup():
+    return _load_by_path("_timm_mixup_by_path", "data/mixup.py")
+
+
+class Recorder:
+    """Runs a timm mixer and records what it drew: per-row params and each box."""
+
+    def __init__(self, tm, mixer):
+        self.tm, self.mixer = tm, mixer
+        self.params, self.boxes = [], []
+
+    def __call__(self, *args):
+        tm, m = self.tm, self.mixer
+        per_elem, per_batch, cut = m._params_per_elem, m._params_per_batch, tm.cutmix_bbox_and_lam
+
+        def rec_elem(n):
+            lam, use = per_elem(n)
+            self.params.append((lam.copy(), np.array(use, dtype=bool).copy()))
+            return lam, use
+
+        def rec_batch():
+            lam, use = per_batch()
+            self.params.append((lam, bool(use)))
+            return lam, use
+
+        def rec_cut(*a, **k):
+            box, lam = cut(*a, **k)
+            self.boxes.append((tuple(int(v) for v in box), lam))
+            return box, lam
+
+        m._params_per_elem, m._params_per_batch, tm.cutmix_bbox_and_lam = rec_elem, rec_batch, rec_cut
+        try:
+            return m(*args)
+        finally:
+            del m._params_per_elem, m._params_per_batch
+            tm.cutmix_bbox_and_lam = cut
+
+    def rows(self, mode: str, batch_size: int):
+        """timm's draws as per-sample rows: (lam float64 [B], box per sample or None)."""
+        (lam_n, use_n) = self.params[0]
+        boxes = iter(self.boxes)
+        if mode == "batch":
+            lam, box = float(lam_n), None
+            if lam != 1.0 and use_n:
+                box, lam = next(boxes)
+            lam_rows, box_rows = np.full(batch_size, float(lam)), [box] * batch_size
+        else:
+            lam_n = lam_n.copy()
+            box_n = [None] * len(lam_n)
+            for k in range(len(lam_n)):
+                if lam_n[k] != 1.0 and use_n[k]:
+                    box_n[k], lam_k = next(boxes)
+                    lam_n[k] = lam_k  # timm stores it in its float32 array
+            lam_rows, box_rows = np.ones(batch_size), [None] * batch_size
+            for k in range(len(lam_n)):
+                for i in (k, batch_size - 1 - k) if mode == "pair" else (k,):
+                    lam_rows[i], box_rows[i] = lam_n[k], box_n[k]
+        assert next(boxes, None) is None, "timm drew more boxes than the recorded rows use"
+        return lam_rows, box_rows
+
+
+# ----------------------------------------------------------------------------
+# Comparison helpers
+# ----------------------------------------------------------------------------
+
+
+def ulp(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One ulp of ``dtype`` at magnitude ``|v|`` (float64 in, float64 out)."""
+    bits = MANTISSA_BITS[dtype]
+    tiny = torch.finfo(dtype).tiny
+    mag = v.abs().double().clamp_min(tiny)
+    return torch.exp2(torch.floor(torch.log2(mag)) - (bits - 1))
+
+
+def assert_same_draws(params: sampling.MixParams, rec: Recorder, mode: str, batch_size: int):
+    lam_rows, box_rows = rec.rows(mode, batch_size)
+    assert params.perm.tolist() == list(range(batch_size - 1, -1, -1)), "pairing differs from timm's flip"
+    np.testing.assert_array_equal(params.lam.numpy(), lam_rows, err_msg="lam differs from timm's")
+    for i, box in enumerate(box_rows):
+        if box is None:
+            assert params.boxes is None or tuple(params.boxes[i].tolist()) in (NO_BOX, (0, 0, 0, 0))
+        else:
+            assert params.boxes is not None and tuple(params.boxes[i].tolist()) == box, f"box of sample {i}"
+
+
+def image_errors(ours, theirs, x, params):
+    """Check images; return (max |ours - timm| in ulp, max |ours - exact| in ulp)."""
+    dtype = x.dtype
+    exact = mix_images_reference(x.double(), params.perm, params.lam.double(), params.boxes)
+    o, t = ours.double(), theirs.double()
+    operands = torch.maximum(x.double().abs(), x.double()[params.perm].abs())
+    fp32_noise = 4 * ulp(operands, torch.float32)
+    if dtype == torch.float32:
+        d = (o - t).abs() / ulp(operands, torch.float32)
+        assert d.max() <= 4, f"float32 images differ from timm by {d.max():.1f} ulp"
+        return float(d.max()), float(((o - exact).abs() / ulp(operands, torch.float32)).max())
+    # bfloat16: we round once, so we are within half an ulp of the exact result (plus fp32 noise).
+    err_ours = (o - exact).abs()
+    assert (err_ours <= 0.5 * ulp(exact, dtype) + fp32_noise).all(), "bf16 images are not correctly rounded"
+    d = (o - t).abs() / ulp(torch.maximum(o.abs(), t.abs()), dtype)
+    wide = d > 1
+    # Where we differ from timm by more than 1 ulp, timm's extra roundings are the cause: we are closer.
+    assert (err_ours[wide] <= (t - exact).abs()[wide]).all(), "differs from timm by > 1 bf16 ulp and is not closer"
+    return float(d.max()), float((err_ours / ulp(exact, dtype)).max())
+
+
+def timm_targets_f32_lam(tm, target, lam_rows, smoothing):
+    lam = torch.tensor(lam_rows, dtype=torch.float32).unsqueeze(1)
+    return tm.mixup_target(target, K, lam, smoothing)
+
+
+def check_targets(tm, ours, theirs, target, lam_rows, smoothing, mode, dtype):
+    expected = timm_targets_f32_lam(tm, target, lam_rows, smoothing) if mode != "batch" else theirs
+    torch.testing.assert_close(ours, expected, rtol=0, atol=2**-22)
+    if mode != "batch" and dtype != torch.float32:
+        # timm rounds lam, then 1 - lam, to x.dtype for the targets: the gap is at most those roundings.
+        lam32 = torch.tensor(lam_rows, dtype=torch.float32)
+        lam_low = lam32.to(dtype)
+        gap = (lam32 - lam_low.float()).abs() + ((1 - lam32) - (1 - lam_low).float()).abs()
+        gap = gap.unsqueeze(1)
+        bad = (ours - theirs).abs() > gap + 2**-22
+        assert not bad.any(), ((ours - theirs).abs()[bad], gap.expand_as(bad)[bad], bad.nonzero())
+    else:
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=2**-22)
+
+
+def run_both(tm, kw, mode, x, target, seed):
+    np.random.seed(seed)
+    rec = Recorder(tm, tm.Mixup(mode=mode, num_classes=K, **kw))
+    x_timm = x.clone()
+    xt, yt = rec(x_timm, target)
+    after_timm = np.random.random(4)
+
+    ours = Mixup(mode=mode, num_classes=K, **kw)
+    np.random.seed(seed)
+    params = ours.sample_params(x.shape[0], x.shape[-2:])
+    x_ours = x.clone()
+    xo, yo = ours.apply(x_ours, target, params)
+    after_ours = np.random.random(4)
+    np.testing.assert_array_equal(after_ours, after_timm, err_msg="numpy's RNG was consumed differently")
+    assert xo is x_ours and xt is x_timm, "both mix in place"
+    return rec, params, (xt, yt), (xo, yo)
+
+
+# ----------------------------------------------------------------------------
+# The drop-in proof
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("cfg", CONFIGS.keys())
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_same_as_timm(timm_mixup, mode, cfg, smoothing, dtype):
+    kw = dict(CONFIGS[cfg], label_smoothing=smoothing)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{mode}-{cfg}".encode()))
+    for seed in SEEDS:
+        x = torch.randn(B, C, H, W, generator=gen).to(dtype)
+        target = torch.randint(0, K, (B,), generator=gen)
+        rec, params, (xt, yt), (xo, yo) = run_both(timm_mixup, kw, mode, x, target, seed)
+        assert_same_draws(params, rec, mode, B)
+        image_errors(xo, xt, x, params)
+        lam_rows, _ = rec.rows(mode, B)
+        check_targets(timm_mixup, yo, yt, target, lam_rows, smoothing, mode, dtype)
+        assert yo.dtype == torch.float32 and yo.shape == (B, K)
+
+
+def test_same_as_timm_224(timm_mixup):
+    """One ImageNet-sized case: per-sample Mixup and CutMix in the same batch."""
+    gen = torch.Generator().manual_seed(224)
+    x = torch.randn(4, 3, 224, 224, generator=gen)
+    target = torch.randint(0, 1000, (4,), generator=gen)
+    kw = dict(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=1000, label_smoothing=0.1)
+    for seed in (3, 4):
+        np.random.seed(seed)
+        rec = Recorder(timm_mixup, timm_mixup.Mixup(mode="elem", **kw))
+        xt, yt = rec(x.clone(), target)
+        np.random.seed(seed)
+        ours = Mixup(mode="elem", **kw)
+        params = ours.sample_params(4, (224, 224))
+        xo, yo = ours.apply(x.clone(), target, params)
+        assert_same_draws(params, rec, "elem", 4)
+        assert image_errors(xo, xt, x, params)[0] <= 4
+        torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22)
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_call_is_sample_then_apply(timm_mixup, mode):
+    """``__call__`` draws exactly what ``sample_params`` draws; and equals timm's ``__call__``."""
+    x = torch.randn(B, C, H, W)
+    target = torch.randint(0, K, (B,))
+    kw = dict(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=K)
+    np.random.seed(11)
+    xa, ya = Mixup(mode=mode, **kw)(x.clone(), target)
+    np.random.seed(11)
+    xb, yb = timm_mixup.Mixup(mode=mode, **kw)(x.clone(), target)
+    torch.testing.assert_close(xa, xb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=2**-22)
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_mixing_disabled_like_timm(timm_mixup, mode):
+    x = torch.randn(B, C, H, W)
+    target = torch.randint(0, K, (B,))
+    ours, theirs = Mixup(mode=mode, num_classes=K), timm_mixup.Mixup(mode=mode, num_classes=K)
+    ours.mixup_enabled = theirs.mixup_enabled = False
+    np.random.seed(0)
+    xo, yo = ours(x.clone(), target)
+    a = np.random.random()
+    np.random.seed(0)
+    xt, yt = theirs(x.clone(), target)
+    assert a == np.random.random()
+    assert torch.equal(xo, x) and torch.equal(xt, x)
+    torch.testing.assert_close(yo, yt, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_multi_label_like_timm(timm_mixup, mode):
+    x = torch.randn(B, C, H, W)
+    target = (torch.rand(B, K) < 0.3).float()
+    kw = dict(mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=K, multi_label=True)
+    np.random.seed(5)
+    xo, yo = Mixup(mode=mode, **kw)(x.clone(), target)
+    np.random.seed(5)
+    xt, yt = timm_mixup.Mixup(mode=mode, **kw)(x.clone(), target)
+    torch.testing.assert_close(xo, xt, rtol=0, atol=1e-6)
+    torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22)
+
+
+# ----------------------------------------------------------------------------
+# 'half': timm's FastCollateMixup
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("cfg", ["mixup", "cutmix", "switch_prob", "switch_minmax", "cutmix_nocorrect"])
+def test_half_same_as_fast_collate(timm_mixup, cfg, dtype):
+    """FastCollateMixup(mode='half') on a list of uint8 samples vs our Mixup(mode='half') on the collated batch.
+
+    timm rounds its mixed images to uint8; we round ours the same way and must
+    agree everywhere within 1 (a different float32 / bf16 rounding can move a
+    value across .5) and exactly in the cut boxes."""
+    kw = dict(CONFIGS[cfg], label_smoothing=0.1, num_classes=K)
+    gen = torch.Generator().manual_seed(7)
+    h = B // 2
+    for seed in SEEDS:
+        imgs = torch.randint(0, 256, (B, C, H, W), dtype=torch.uint8, generator=gen)
+        target = torch.randint(0, K, (B,), generator=gen)
+        batch = [(imgs[i].clone(), int(target[i])) for i in range(B)]
+        np.random.seed(seed)
+        rec = Recorder(timm_mixup, timm_mixup.FastCollateMixup(mode="half", **kw))
+        xt, yt = rec(batch)
+        after_timm = np.random.random(2)
+
+        ours = Mixup(mode="half", **kw)
+        np.random.seed(seed)
+        params = ours.sample_params(B, (H, W))
+        x = imgs.to(dtype)
+        xo, yo = ours.apply(x, target, params)
+        np.testing.assert_array_equal(np.random.random(2), after_timm)
+        assert_same_draws(params, rec, "half", B)
+        assert xo.shape == (h, C, H, W) and yo.shape == (h, K)
+        assert xo.data_ptr() == x.data_ptr(), "half mode returns a view of the mixed-in-place batch"
+        assert torch.equal(x[h:], imgs[h:].to(dtype)), "the second half is left unchanged"
+        rounded = xo.float().round().clamp(0, 255).to(torch.uint8)
+        diff = (rounded.int() - xt.int()).abs()
+        assert diff.max() <= 1
+        if dtype == torch.float32:
+            assert (diff > 0).float().mean() < 0.01
+        exact = mix_images_reference(imgs.double(), params.perm, params.lam.double(), params.boxes)[:h]
+        assert ((xo.double() - exact).abs() <= 0.5 * ulp(exact, dtype) + 2**-14).all()
+        for k in range(h):
+            if params.boxes is not None and tuple(params.boxes[k].tolist()) != NO_BOX:
+                assert torch.equal(rounded[k], xt[k]), "cut samples are pure copies"
+        torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 8])
+def test_half_semantics(batch_size):
+    """Sample k < ceil(B/2) mixes with B-1-k; an odd batch's middle sample pairs with itself."""
+    x = torch.randn(batch_size, C, H, W)
+    target = torch.randint(0, K, (batch_size,))
+    m = Mixup(mode="half", mixup_alpha=1.0, cutmix_alpha=1.0, num_classes=K, label_smoothing=0.1)
+    np.random.seed(1)
+    params = m.sample_params(batch_size, (H, W))
+    xo, yo = m.apply(x.clone(), target, params)
+    n = batch_size - batch_size // 2
+    assert xo.shape[0] == yo.shape[0] == n
+    full_x = mix_images_reference(x, params.perm, params.lam, params.boxes)
+    torch.testing.assert_close(xo, full_x[:n], rtol=0, atol=1e-6)
+    if batch_size % 2:
+        mid = batch_size // 2
+        assert torch.equal(xo[mid], x[mid])
+        torch.testing.assert_close(yo[mid], smooth_targets(target[mid : mid + 1], K, 0.1)[0], rtol=0, atol=0)
+
+
+def test_half_random_pairing_stays_in_second_half():
+    m = Mixup(mode="half", num_classes=K, pairing="random", generator=torch.Generator().manual_seed(0))
+    for batch_size in (6, 7, 10):
+        perm = m.sample_params(batch_size).perm
+        h = batch_size // 2
+        assert (perm[:h] >= batch_size - h).all()
+        assert torch.equal(perm[perm], torch.arange(batch_size))
+
+
+# ----------------------------------------------------------------------------
+# Beyond timm: odd batches, one launch, generator, random pairing, autograd
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", ["switch", "switch_prob", "switch_minmax"])
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
+@pytest.mark.parametrize("source", ["numpy", "generator"])
+def test_odd_batches(mode, batch_size, cfg, source):
+    gen = torch.Generator().manual_seed(batch_size) if source == "generator" else None
+    m = Mixup(mode=mode, num_classes=K, label_smoothing=0.1, generator=gen, **CONFIGS[cfg])
+    x = torch.randn(batch_size, C, H, W)
+    target = torch.randint(0, K, (batch_size,))
+    np.random.seed(batch_size)
+    for _ in range(3):
+        params = m.sample_params(batch_size, (H, W))
+        xo, yo = m.apply(x.clone(), target, params)
+        mid = batch_size // 2
+        assert params.perm[mid] == mid and params.lam[mid] == 1.0
+        assert torch.equal(params.perm[params.perm], torch.arange(batch_size))
+        n = batch_size - batch_size // 2 if mode == "half" else batch_size
+        exact = mix_images_reference(x, params.perm, params.lam, params.boxes)[:n]
+        torch.testing.assert_close(xo, exact, rtol=0, atol=1e-6)
+        assert torch.equal(xo[mid], x[mid]), "the self-paired sample is unchanged"
+        s = smooth_targets(target, K, 0.1)
+        y = params.lam.float().unsqueeze(1) * s + (1 - params.lam.float().unsqueeze(1)) * s[params.perm]
+        torch.testing.assert_close(yo, y[:n], rtol=0, atol=2**-22)
+        torch.testing.assert_close(yo[mid], s[mid], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS.keys())
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_one_launch_per_call(monkeypatch, mode, cfg):
+    """Every mode is at most one call of the fused op, also with Mixup and CutMix samples in one batch."""
+    import mixup_fused.mixup as mixup_module
+
+    calls = []
+    real_mix = mixup_module.mix
+
+    def counting_mix(*args, **kwargs):
+        calls.append(kwargs.get("boxes"))
+        return real_mix(*args, **kwargs)
+
+    monkeypatch.setattr(mixup_module, "mix", counting_mix)
+    m = Mixup(mode=mode, num_classes=K, **CONFIGS[cfg])
+    both_kinds = 0
+    np.random.seed(0)
+    for _ in range(8):
+        x = torch.randn(B, C, H, W)
+        params = m.sample_params(B, (H, W))
+        before = len(calls)
+        m.apply(x, torch.randint(0, K, (B,)), params)
+        assert len(calls) - before == (1 if params.mixes else 0)
+        if params.boxes is not None:
+            rows = [tuple(r) for r in params.boxes.tolist()]
+            both_kinds += NO_BOX in rows and any(r not in (NO_BOX, (0, 0, 0, 0)) for r in rows)
+    if mode in ("pair", "elem") and cfg in ("switch", "switch_minmax", "switch_nocorrect"):
+        assert both_kinds > 0, "expected batches that mix some samples and cut others"
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_generator_reproducible_and_leaves_numpy_alone(mode):
+    x = torch.randn(B, C, H, W)
+    target = torch.randint(0, K, (B,))
+    outs = []
+    for _ in range(2):
+        np.random.seed(123)
+        state = np.random.get_state()[1].copy()
+        m = Mixup(
+            mode=mode, mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=K, generator=torch.Generator().manual_seed(9)
+        )
+        outs.append(m(x.clone(), target))
+        assert np.array_equal(np.random.get_state()[1], state) and np.random.get_state()[2] == 624
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("source", ["numpy", "generator"])
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_random_pairing(mode, source):
+    gen = torch.Generator().manual_seed(3) if source == "generator" else None
+    m = Mixup(mode=mode, mixup_alpha=1.0, cutmix_alpha=1.0, num_classes=K, pairing="random", generator=gen)
+    x = torch.randn(B, C, H, W)
+    target = torch.randint(0, K, (B,))
+    np.random.seed(3)
+    perms = set()
+    for _ in range(6):
+        params = m.sample_params(B, (H, W))
+        perm = params.perm
+        assert torch.equal(perm[perm], torch.arange(B)) and (perm != torch.arange(B)).all()
+        perms.add(tuple(perm.tolist()))
+        xo, yo = m.apply(x.clone(), target, params)
+        torch.testing.assert_close(xo, mix_images_reference(x, perm, params.lam, params.boxes), rtol=0, atol=1e-6)
+        if mode == "pair":
+            assert torch.equal(params.lam, params.lam[perm]), "both samples of a pair share lam"
+    assert len(perms) > 1
+
+
+def test_requires_grad_mixes_out_of_place():
+    """Manifold-Mixup style use: x that requires grad is not written; gradients flow."""
+    x = torch.randn(B, 5, 7, requires_grad=True)
+    target = torch.randint(0, K, (B,))
+    m = Mixup(mixup_alpha=1.0, mode="elem", num_classes=K)
+    np.random.seed(0)
+    params = m.sample_params(B)
+    xo, _ = m.apply(x, target, params)
+    assert xo is not x
+    xo.sum().backward()
+    # d/dx_k of sum_i (lam_i x_i + (1 - lam_i) x_perm(i)) = lam_k + 1 - lam_{perm^-1(k)}
+    lam = params.lam.float()
+    expected = (lam + 1 - lam[params.perm]).view(B, 1, 1).expand_as(x)
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_features_and_soft_targets():
+    """Mixup of [B, T, D] features with soft [B, K] targets (beyond timm's single-label path)."""
+    x = torch.randn(B, 4, 6)
+    soft = torch.softmax(torch.randn(B, K), -1)
+    m = Mixup(mixup_alpha=1.0, mode="elem", num_classes=K, label_smoothing=0.2)
+    np.random.seed(0)
+    params = m.sample_params(B)
+    xo, yo = m.apply(x.clone(), soft, params)
+    lam = params.lam.float().unsqueeze(1)
+    s = soft * 0.8 + 0.2 / K
+    torch.testing.assert_close(yo, lam * s + (1 - lam) * s[params.perm])
+    torch.testing.assert_close(xo, mix_images_reference(x, params.perm, params.lam))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_backends_agree(mode, backend):
+    x = torch.randn(B, C, H, W)
+    try:
+        mixup_fused.ops.resolve_backend(backend, x)
+    except ValueError as err:
+        pytest.skip(str(err))
+    target = torch.randint(0, K, (B,))
+    kw = dict(mode=mode, mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=K)
+    for seed in range(3):
+        np.random.seed(seed)
+        xa, ya = Mixup(**kw)(x.clone(), target)
+        np.random.seed(seed)
+        xb, yb = Mixup(backend=backend, **kw)(x.clone(), target)
+        torch.testing.assert_close(xa, xb, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ya, yb, rtol=0, atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        Mixup(mode="batchwise")
+    with pytest.raises(ValueError, match="pairing"):
+        Mixup(pairing="shuffle")
+    with pytest.raises(TypeError, match="generator"):
+        Mixup(generator=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="cutmix_minmax"):
+        Mixup(cutmix_minmax=(0.2, 0.5, 0.8))
+    with pytest.raises(ValueError, match="mixup_alpha > 0"):
+        Mixup(mixup_alpha=0.0, cutmix_alpha=0.0)(torch.randn(2, 3, 4, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        Mixup(cutmix_alpha=1.0, num_classes=K)(torch.randn(4, 7), torch.arange(4))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("mode", ["batch", "elem", "half"])
+def test_in_place_on_any_layout(mode, layout):
+    """x keeps its object, layout and storage; the mix is the same as on a contiguous batch."""
+    if layout == "channels_last":
+        x = torch.randn(B, C, H, W).contiguous(memory_format=torch.channels_last)
+    else:
+        x = torch.randn(B, C, H, 2 * W)[..., ::2]
+    x0 = x.clone()
+    target = torch.randint(0, K, (B,))
+    m = Mixup(mode=mode, mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=K)
+    np.random.seed(2)
+    params = m.sample_params(B, (H, W))
+    ptr, strides = x.data_ptr(), x.stride()
+    xo, _ = m.apply(x, target, params)
+    assert xo.data_ptr() == ptr and x.stride() == strides
+    n = xo.shape[0]
+    torch.testing.assert_close(xo, mix_images_reference(x0, params.perm, params.lam, params.boxes)[:n], rtol=0, atol=0)
