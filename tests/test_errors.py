@@ -1,0 +1,382 @@
+"""Bad input raises a clear error that names the argument, on every backend:
+TypeError for a wrong type or dtype, ValueError for a wrong shape, value or
+device. A call that raises changes nothing: every input, and ``x`` of an
+in-place call in particular, is bitwise unchanged afterwards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import CPU_BACKENDS, class_ids, randn, random_lam, soft_targets
+
+import mixup_fused
+
+B, C, H, W, K = 5, 3, 6, 7, 6
+META = torch.device("meta")
+
+
+def _base(gen):
+    return dict(
+        x=randn((B, C, H, W), torch.float32, gen),
+        target=class_ids(B, K, gen),
+        perm=torch.arange(B).flip(0),  # an involution, so in-place calls are valid too
+        lam=random_lam(B, gen),
+        kw=dict(num_classes=K),
+    )
+
+
+def _boxes(*rows):
+    rows = list(rows) + [(0, 1, 0, 1)] * (B - len(rows))
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def _set(**changes):
+    """A case that replaces inputs: tensors by name, keyword arguments otherwise."""
+
+    def apply(a, gen):
+        for k, v in changes.items():
+            v = v(gen) if callable(v) else v
+            if k in ("x", "target", "perm", "lam"):
+                a[k] = v
+            else:
+                a["kw"][k] = v
+
+    return apply
+
+
+def _with_value(name, index, value):
+    def apply(a, gen):
+        t = a[name].clone()
+        t[index] = value
+        a[name] = t
+
+    return apply
+
+
+def _uint8(gen):
+    return torch.randint(0, 256, (B, C, H, W), generator=gen, dtype=torch.uint8)
+
+
+_MEAN = [120.0, 110.0, 100.0]
+_STD = [60.0, 57.0, 58.0]
+
+NUM_CLASSES_TYPE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="product bug: backend='cpp' passes num_classes straight to the op schema: 2.5 raises "
+    "RuntimeError ('Expected a value of type int'), True is taken as 1 and blamed on target; "
+    "the other backends raise ValueError('num_classes must be an int >= 1')",
+)
+LAM_DTYPE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="product bug: functional._as_lam converts any lam tensor to float (int and bool tensors are "
+    "accepted), so check_args' 'lam must be a floating tensor' TypeError never fires",
+)
+CHANNEL_DEVICE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="product bug: functional._as_channel_tensor moves mean/std with .to(x.device); from another "
+    "device ('meta') that raises NotImplementedError('Cannot copy out of meta tensor') naming no argument",
+)
+
+# (id, change, error type, regex the message must match, marks: for every
+# backend, or a {backend: marks} dict)
+CASES = [
+    # Mismatched batch size
+    ("target_batch", _set(target=lambda g: class_ids(B + 1, K, g)), ValueError, r"\btarget\b", ()),
+    ("soft_target_batch", _set(target=lambda g: soft_targets(B + 1, K, g)), ValueError, r"\btarget\b", ()),
+    ("perm_batch", _set(perm=torch.arange(B + 1)), ValueError, r"\bperm\b", ()),
+    ("lam_batch", _set(lam=lambda g: random_lam(B + 1, g)), ValueError, r"\blam\b", ()),
+    ("boxes_batch", _set(boxes=torch.zeros(B + 1, 4, dtype=torch.int64)), ValueError, r"\bboxes\b", ()),
+    # Class ids
+    ("class_id_negative", _with_value("target", 2, -1), ValueError, r"\btarget\b", ()),
+    ("class_id_too_large", _with_value("target", 4, K), ValueError, r"\btarget\b", ()),
+    ("target_bool", _set(target=torch.zeros(B, dtype=torch.bool)), TypeError, r"\btarget\b", ()),
+    ("target_ids_2d", _set(target=torch.zeros(B, K, dtype=torch.int64)), ValueError, r"\btarget\b", ()),
+    ("target_float_1d", _set(target=torch.rand(B)), ValueError, r"\btarget\b", ()),
+    ("soft_target_wrong_k", _set(target=lambda g: soft_targets(B, K + 1, g)), ValueError, r"\btarget\b", ()),
+    ("target_not_a_tensor", _set(target=[0] * B), TypeError, r"\btarget\b", ()),
+    # Permutations
+    ("perm_duplicate", _set(perm=torch.tensor([0, 1, 1, 3, 4])), ValueError, r"\bperm\b", ()),
+    ("perm_out_of_range", _set(perm=torch.tensor([0, 1, 2, 3, B])), ValueError, r"\bperm\b", ()),
+    ("perm_negative", _set(perm=torch.tensor([0, 1, -1, 3, 4])), ValueError, r"\bperm\b", ()),
+    ("perm_float", _set(perm=torch.arange(B).float()), TypeError, r"\bperm\b", ()),
+    ("perm_2d", _set(perm=torch.arange(B).view(B, 1)), ValueError, r"\bperm\b", ()),
+    ("perm_not_a_tensor", _set(perm=list(range(B))), TypeError, r"\bperm\b", ()),
+    # lam
+    ("lam_negative", _with_value("lam", 1, -0.25), ValueError, r"\blam\b", ()),
+    ("lam_above_one", _with_value("lam", 3, 1.5), ValueError, r"\blam\b", ()),
+    ("lam_nan", _with_value("lam", 0, math.nan), ValueError, r"\blam\b", ()),
+    ("lam_float_negative", _set(lam=-0.1), ValueError, r"\blam\b", ()),
+    ("lam_float_above_one", _set(lam=1.0001), ValueError, r"\blam\b", ()),
+    ("lam_float_nan", _set(lam=math.nan), ValueError, r"\blam\b", ()),
+    ("lam_float_inf", _set(lam=math.inf), ValueError, r"\blam\b", ()),
+    ("lam_bool", _set(lam=True), TypeError, r"\blam\b", ()),
+    ("lam_string", _set(lam="0.5"), TypeError, r"\blam\b", ()),
+    ("lam_2d", _set(lam=lambda g: random_lam(B, g).view(B, 1)), ValueError, r"\blam\b", ()),
+    ("lam_int_tensor", _set(lam=torch.ones(B, dtype=torch.int64)), TypeError, r"\blam\b", LAM_DTYPE_BUG),
+    # Boxes
+    ("boxes_below_bottom", _set(boxes=_boxes((0, 2, 0, 2), (1, H + 1, 0, W))), ValueError, r"\bboxes\b", ()),
+    ("boxes_past_right", _set(boxes=_boxes((0, H, 3, W + 1))), ValueError, r"\bboxes\b", ()),
+    ("boxes_negative_y0", _set(boxes=_boxes((0, 1, 0, 1), (0, 1, 0, 1), (-1, 2, 0, 2))), ValueError, r"\bboxes\b", ()),
+    ("boxes_negative_x0", _set(boxes=_boxes((0, 2, -2, 2))), ValueError, r"\bboxes\b", ()),
+    ("boxes_y0_above_y1", _set(boxes=_boxes((4, 3, 0, 2))), ValueError, r"\bboxes\b", ()),
+    ("boxes_x0_above_x1", _set(boxes=_boxes((0, 2, 5, 4))), ValueError, r"\bboxes\b", ()),
+    ("boxes_partly_minus_one", _set(boxes=_boxes((-1, -1, 0, 0))), ValueError, r"\bboxes\b", ()),
+    ("boxes_shape_b3", _set(boxes=torch.zeros(B, 3, dtype=torch.int64)), ValueError, r"\bboxes\b", ()),
+    ("boxes_shape_1d", _set(boxes=torch.zeros(4 * B, dtype=torch.int64)), ValueError, r"\bboxes\b", ()),
+    ("boxes_float", _set(boxes=torch.zeros(B, 4)), TypeError, r"\bboxes\b", ()),
+    ("boxes_bool", _set(boxes=torch.zeros(B, 4, dtype=torch.bool)), TypeError, r"\bboxes\b", ()),
+    ("boxes_not_a_tensor", _set(boxes=[[0, 1, 0, 1]] * B), TypeError, r"\bboxes\b", ()),
+    (
+        "boxes_on_3d_x",
+        _set(x=lambda g: randn((B, C, H * W), torch.float32, g), boxes=torch.zeros(B, 4, dtype=torch.int64)),
+        ValueError,
+        r"\bboxes\b",
+        (),
+    ),
+    # Devices: "meta" stands in for a second device
+    ("target_other_device", _set(target=torch.zeros(B, dtype=torch.int64, device=META)), ValueError, r"\btarget\b", ()),
+    ("perm_other_device", _set(perm=torch.arange(B, device=META)), ValueError, r"\bperm\b", ()),
+    ("lam_other_device", _set(lam=torch.rand(B, device=META)), ValueError, r"\blam\b", ()),
+    (
+        "boxes_other_device",
+        _set(boxes=torch.zeros(B, 4, dtype=torch.int64, device=META)),
+        ValueError,
+        r"\bboxes\b",
+        (),
+    ),
+    (
+        "mean_other_device",
+        _set(x=_uint8, mean=torch.tensor(_MEAN, device=META), std=torch.tensor(_STD)),
+        ValueError,
+        r"\bmean\b",
+        CHANNEL_DEVICE_BUG,
+    ),
+    (
+        "std_other_device",
+        _set(x=_uint8, mean=torch.tensor(_MEAN), std=torch.tensor(_STD, device=META)),
+        ValueError,
+        r"\bstd\b",
+        CHANNEL_DEVICE_BUG,
+    ),
+    ("x_other_device", _set(x=torch.empty(B, C, H, W, device=META)), ValueError, r"\bx is on meta\b", ()),
+    # x
+    ("x_uint8_without_mean_std", _set(x=_uint8), TypeError, r"\bx\b", ()),
+    ("x_int64", _set(x=lambda g: _uint8(g).long()), TypeError, r"\bx\b", ()),
+    ("x_bool", _set(x=torch.zeros(B, C, H, W, dtype=torch.bool)), TypeError, r"\bx\b", ()),
+    ("x_0d", _set(x=torch.tensor(1.0)), ValueError, r"\bx\b", ()),
+    ("x_not_a_tensor", _set(x=[[0.0]] * B), TypeError, r"\bx\b", ()),
+    # num_classes and label_smoothing
+    ("num_classes_zero", _set(num_classes=0), ValueError, r"\bnum_classes\b", ()),
+    ("num_classes_negative", _set(num_classes=-3), ValueError, r"\bnum_classes\b", ()),
+    ("num_classes_float", _set(num_classes=2.5), ValueError, r"num_classes must", {"cpp": NUM_CLASSES_TYPE_BUG}),
+    ("num_classes_bool", _set(num_classes=True), ValueError, r"num_classes must", {"cpp": NUM_CLASSES_TYPE_BUG}),
+    ("label_smoothing_negative", _set(label_smoothing=-0.1), ValueError, r"\blabel_smoothing\b", ()),
+    ("label_smoothing_above_one", _set(label_smoothing=1.5), ValueError, r"\blabel_smoothing\b", ()),
+    ("label_smoothing_nan", _set(label_smoothing=math.nan), ValueError, r"\blabel_smoothing\b", ()),
+    # Normalisation and output format
+    ("mean_without_std", _set(x=_uint8, mean=_MEAN), ValueError, r"\bmean\b", ()),
+    ("std_without_mean", _set(x=_uint8, std=_STD), ValueError, r"\bstd\b", ()),
+    ("mean_wrong_length", _set(x=_uint8, mean=_MEAN[:2], std=_STD), ValueError, r"\bmean\b", ()),
+    ("std_wrong_length", _set(x=_uint8, mean=_MEAN, std=_STD + [1.0]), ValueError, r"\bstd\b", ()),
+    ("std_zero", _set(x=_uint8, mean=_MEAN, std=[60.0, 0.0, 58.0]), ValueError, r"\bstd\b", ()),
+    ("std_nan", _set(x=_uint8, mean=_MEAN, std=[60.0, 57.0, math.nan]), ValueError, r"\bstd\b", ()),
+    ("mean_inf", _set(x=_uint8, mean=[math.inf, 0.0, 0.0], std=_STD), ValueError, r"\bmean\b", ()),
+    (
+        "mean_integer_tensor",
+        _set(x=_uint8, mean=torch.tensor([120, 110, 100]), std=torch.tensor(_STD)),
+        TypeError,
+        r"\bmean\b",
+        (),
+    ),
+    ("mean_on_3d_x", _set(x=lambda g: _uint8(g).view(B, C, H * W), mean=_MEAN, std=_STD), ValueError, r"\bmean\b", ()),
+    ("out_dtype_integer", _set(x=_uint8, mean=_MEAN, std=_STD, out_dtype=torch.int32), TypeError, r"\bout_dtype\b", ()),
+    (
+        "channels_last_on_3d_x",
+        _set(x=lambda g: randn((B, C, H), torch.float32, g), memory_format=torch.channels_last),
+        ValueError,
+        r"\bmemory_format\b",
+        (),
+    ),
+]
+
+# Cases about in-place calls only.
+INPLACE_CASES = [
+    ("perm_not_involution", _set(perm=torch.tensor([1, 2, 3, 4, 0])), ValueError, r"\bperm\b.*involution", ()),
+    ("perm_not_involution_3cycle", _set(perm=torch.tensor([1, 2, 0, 4, 3])), ValueError, r"involution", ()),
+    (
+        "x_requires_grad",
+        _set(x=lambda g: randn((B, C, H, W), torch.float32, g).requires_grad_()),
+        ValueError,
+        r"\bx\b",
+        (),
+    ),
+    ("inplace_out_dtype", _set(out_dtype=torch.float16), ValueError, r"\bout_dtype\b", ()),
+    ("inplace_memory_format", _set(memory_format=torch.channels_last), ValueError, r"\bmemory_format\b", ()),
+    ("inplace_normalize", _set(mean=_MEAN, std=_STD), ValueError, r"\bmean\b", ()),
+]
+
+
+def _params(cases):
+    for b in CPU_BACKENDS:
+        for cid, change, exc, match, marks in cases:
+            if isinstance(marks, dict):
+                marks = marks.get(b, ())
+            yield pytest.param(b, change, exc, match, marks=marks, id=f"{b}-{cid}")
+
+
+def _snapshot(a):
+    """Bitwise copies of every CPU tensor input (meta tensors hold no data)."""
+    snap = {}
+    for k, v in list(a.items()) + [("kw." + k, v) for k, v in a["kw"].items()]:
+        if isinstance(v, torch.Tensor) and v.device.type != "meta":
+            snap[k] = (v, v.detach().clone(memory_format=torch.preserve_format))
+    return snap
+
+
+def _bits(t):
+    t = t.detach().contiguous().reshape(-1)
+    return t.view(torch.uint8) if t.is_floating_point() else t
+
+
+def _assert_unchanged(snap):
+    for name, (t, before) in snap.items():
+        assert t.stride() == before.stride(), f"{name} changed strides"
+        assert torch.equal(_bits(t), _bits(before)), f"{name} was modified by a call that raised"
+
+
+def _raises(backend, a, exc, match, inplace):
+    snap = _snapshot(a)
+    with pytest.raises(exc, match=match) as info:
+        mixup_fused.mix(a["x"], a["target"], a["perm"], a["lam"], backend=backend, inplace=inplace, **a["kw"])
+    assert info.type is exc, f"raised {info.type.__name__}, expected exactly {exc.__name__}: {info.value}"
+    assert str(info.value).startswith("mixup_fused"), f"message does not say where it comes from: {info.value}"
+    _assert_unchanged(snap)
+
+
+@pytest.mark.parametrize("backend, change, exc, match", list(_params(CASES)))
+def test_bad_input_out_of_place(backend, change, exc, match, gen):
+    a = _base(gen)
+    change(a, gen)
+    _raises(backend, a, exc, match, inplace=False)
+
+
+def _inplace_params():
+    # Cases that an in-place call can reach (x is floating; no mean/std).
+    for p in _params(CASES):
+        backend, change, exc, match = p.values
+        a = _base(torch.Generator().manual_seed(0))
+        change(a, torch.Generator().manual_seed(0))
+        x = a["x"]
+        if not isinstance(x, torch.Tensor) or x.device.type == "meta" or not x.is_floating_point():
+            continue
+        if {"mean", "std", "out_dtype", "memory_format"} & set(a["kw"]):
+            continue
+        yield p
+    yield from _params(INPLACE_CASES)
+
+
+@pytest.mark.parametrize("backend, change, exc, match", list(_inplace_params()))
+def test_bad_input_inplace_leaves_x_unchanged(backend, change, exc, match, gen):
+    a = _base(gen)
+    change(a, gen)
+    _raises(backend, a, exc, match, inplace=True)
+
+
+def test_inplace_errors_also_with_channels_last_and_noncontiguous_x(backend, gen):
+    """The in-place paths that work on a dense copy must also validate first."""
+    for x in (
+        randn((B, C, H, W), torch.float32, gen).contiguous(memory_format=torch.channels_last),
+        randn((B, C, W, H), torch.float32, gen).transpose(2, 3),
+    ):
+        for perm, lam in ((torch.tensor([1, 2, 3, 4, 0]), 0.5), (torch.arange(B).flip(0), torch.full((B,), 2.0))):
+            a = dict(x=x, target=class_ids(B, K, gen), perm=perm, lam=lam, kw=dict(num_classes=K))
+            _raises(backend, a, ValueError, r"\bperm\b|\blam\b", inplace=True)
+
+
+# ----------------------------------------------------------------------------
+# Backend selection
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cuda", "CPP", "", "torch", None])
+def test_unknown_backend(name, gen):
+    a = _base(gen)
+    with pytest.raises(ValueError, match=r"\bbackend\b") as info:
+        mixup_fused.mix(a["x"], a["target"], a["perm"], a["lam"], num_classes=K, backend=name)
+    assert info.type is ValueError
+
+
+def test_unknown_backend_in_environment(monkeypatch, gen):
+    monkeypatch.setenv("MIXUP_FUSED_BACKEND", "fastest")
+    a = _base(gen)
+    with pytest.raises(ValueError, match="MIXUP_FUSED_BACKEND"):
+        mixup_fused.mix(a["x"], a["target"], a["perm"], a["lam"], num_classes=K)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_cpp_backend_on_non_cpu_tensors(inplace):
+    if not mixup_fused.HAS_CPP:
+        pytest.skip("needs the C++ build")
+    x = torch.empty(B, C, H, W, device=META)
+    target, perm = torch.zeros(B, dtype=torch.int64, device=META), torch.arange(B, device=META)
+    with pytest.raises(ValueError, match=r"backend='cpp'") as info:
+        mixup_fused.mix(x, target, perm, 0.5, num_classes=K, backend="cpp", inplace=inplace)
+    assert info.type is ValueError
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where the interpreter is off")
+def test_triton_backend_on_non_cuda_tensors():
+    x = torch.empty(B, C, H, W, device=META)
+    target, perm = torch.zeros(B, dtype=torch.int64, device=META), torch.arange(B, device=META)
+    with pytest.raises(ValueError, match=r"backend='triton'"):
+        mixup_fused.mix(x, target, perm, 0.5, num_classes=K, backend="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["target", "perm", "lam", "boxes"])
+def test_cuda_x_with_cpu_argument(name, gen):
+    a = _base(gen)
+    args = dict(
+        x=a["x"].cuda(),
+        target=a["target"].cuda(),
+        perm=a["perm"].cuda(),
+        lam=a["lam"].cuda(),
+        boxes=torch.zeros(B, 4, dtype=torch.int64, device="cuda"),
+    )
+    args[name] = args[name].cpu()
+    before = args["x"].clone()
+    for inplace in (False, True):
+        with pytest.raises(ValueError, match=rf"\b{name}\b"):
+            mixup_fused.mix(
+                args["x"],
+                args["target"],
+                args["perm"],
+                args["lam"],
+                num_classes=K,
+                boxes=args["boxes"],
+                inplace=inplace,
+            )
+    assert torch.equal(args["x"], before)
+
+
+@pytest.mark.gpu
+def test_cuda_bad_values_raise(gen):
+    a = _base(gen)
+    x = a["x"].cuda()
+    before = x.clone()
+    cases = [
+        (dict(perm=torch.tensor([0, 0, 1, 2, 3])), r"\bperm\b"),
+        (dict(target=torch.tensor([0, 1, 2, 3, K])), r"\btarget\b"),
+        (dict(lam=torch.tensor([0.5, 0.5, math.nan, 0.5, 0.5])), r"\blam\b"),
+        (dict(boxes=_boxes((0, H + 1, 0, 1))), r"\bboxes\b"),
+        (dict(perm=torch.tensor([1, 2, 0, 4, 3]), inplace=True), r"involution"),
+    ]
+    for change, match in cases:
+        kw = dict(target=a["target"], perm=a["perm"], lam=a["lam"], boxes=None, inplace=False)
+        kw.update(change)
+        kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        with pytest.raises(ValueError, match=match):
+            mixup_fused.mix(x, kw.pop("target"), kw.pop("perm"), kw.pop("lam"), num_classes=K, **kw)
+        assert torch.equal(x, before)

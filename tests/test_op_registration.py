@@ -1,0 +1,411 @@
+"""The registered ops: schemas, opcheck, autograd (gradcheck and gradients
+against the reference's autograd), torch.compile(fullgraph=True)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import (
+    CPU_BACKENDS,
+    assert_matches,
+    class_ids,
+    edge_boxes,
+    randn,
+    random_involution,
+    random_lam,
+    random_perm,
+    soft_targets,
+)
+
+import mixup_fused
+from mixup_fused import ops
+from mixup_fused.reference import mix_reference
+
+OPS = torch.ops.mixup_fused
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+# The deprecation warning PyTorch emits when a test backpropagates through an
+# op without an autograd kernel (mix_, mix_backward). What that means for
+# users is tested on its own below (double backward, mix_ on x requiring grad).
+NO_AUTOGRAD_WARNING = "ignore:.*an autograd kernel was not registered:UserWarning"
+
+
+# ----------------------------------------------------------------------------
+# Schemas
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ops.SCHEMAS))
+def test_python_schemas_equal_cpp_schemas(name):
+    if not mixup_fused.HAS_CPP:
+        pytest.skip("the C++ schemas need the C++ build")
+    cpp = str(getattr(OPS, name).default._schema)
+    assert cpp.startswith("mixup_fused::")
+    assert cpp.removeprefix("mixup_fused::") == ops.SCHEMAS[name]
+
+
+def test_schema_set_is_complete():
+    registered = {n for n in ("mix", "mix_", "mix_backward") if hasattr(OPS, n)}
+    assert set(ops.SCHEMAS) == registered == {"mix", "mix_", "mix_backward"}
+
+
+# ----------------------------------------------------------------------------
+# opcheck
+# ----------------------------------------------------------------------------
+
+
+def _mix_args(case, device, requires_grad, gen):
+    B, C, H, W, K = 5, 3, 4, 7, 6
+    perm = random_perm(B, gen, device)
+    if case == "mixup":
+        x = randn((B, C, H, W), torch.float32, gen, device)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, K, 0.1, None, None, None)
+    elif case == "cutmix_nhwc_soft":
+        x = randn((B, C, H, W), torch.float32, gen, device).contiguous(memory_format=torch.channels_last)
+        boxes = edge_boxes(B, H, W, gen, device)
+        args = (x, soft_targets(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, 0.0, None, None, None)
+    elif case == "float64_3d":
+        x = randn((B, 3, 5), torch.float64, gen, device)
+        lam = random_lam(B, gen, device, torch.float64)
+        args = (x, class_ids(B, K, gen, device), perm, lam, None, K, 0.2, None, None, None)
+    elif case == "float_normalize_bf16_out":
+        x = randn((B, C, H, W), torch.float32, gen, device)
+        mean = torch.tensor([0.1, 0.2, 0.3], device=device)
+        std = torch.tensor([1.5, 0.5, 2.0], device=device)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, K, 0.1, mean, std)
+        args = args + (torch.bfloat16,)
+    elif case == "uint8_normalize":
+        x = torch.randint(0, 256, (B, C, H, W), generator=gen, dtype=torch.uint8).to(device)
+        mean = torch.tensor([120.0, 110.0, 100.0], device=device)
+        std = torch.tensor([60.0, 57.0, 58.0], device=device)
+        boxes = edge_boxes(B, H, W, gen, device)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, 0.1, mean, std)
+        args = args + (torch.float16,)
+    else:
+        raise AssertionError(case)
+    if requires_grad:
+        args = (args[0].requires_grad_(),) + args[1:]
+    return args + (True,)
+
+
+@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
+@pytest.mark.parametrize(
+    "case", ["mixup", "cutmix_nhwc_soft", "float64_3d", "float_normalize_bf16_out", "uint8_normalize"]
+)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_mix(device, case, requires_grad, gen):
+    if requires_grad and case == "uint8_normalize":
+        pytest.skip("integer tensors cannot require grad")
+    args = _mix_args(case, device, requires_grad, gen)
+    torch.library.opcheck(OPS.mix.default, args)
+
+
+@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
+@pytest.mark.parametrize("cutmix", [False, True], ids=["mixup", "cutmix"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_mix_inplace(device, cutmix, requires_grad, gen):
+    B, C, H, W, K = 6, 2, 5, 3, 4
+    x = randn((B, C, H, W), torch.float32, gen, device).requires_grad_(requires_grad)
+    boxes = edge_boxes(B, H, W, gen, device) if cutmix else None
+    args = (x, class_ids(B, K, gen, device), random_involution(B, gen, device), random_lam(B, gen, device))
+    torch.library.opcheck(OPS.mix_.default, args + (boxes, K, 0.1, True))
+
+
+@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
+@pytest.mark.parametrize("cutmix", [False, True], ids=["mixup", "cutmix"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_mix_backward(device, dtype, cutmix, requires_grad, gen):
+    B, C, H, W = 5, 3, 4, 6
+    grad = randn((B, C, H, W), dtype, gen, device).requires_grad_(requires_grad)
+    boxes = edge_boxes(B, H, W, gen, device) if cutmix else None
+    lam = random_lam(B, gen, device, dtype)
+    torch.library.opcheck(OPS.mix_backward.default, (grad, random_perm(B, gen, device), lam, boxes))
+
+
+# ----------------------------------------------------------------------------
+# Autograd
+# ----------------------------------------------------------------------------
+
+GRAD_MODES = ["mixup_scalar_lam", "mixup_non_involution", "cutmix", "cutmix_nhwc", "mixup_3d_transposed", "normalize"]
+
+_TRITON_FP64_NORMALIZE = pytest.mark.xfail(
+    strict=True,
+    reason="product bug: Triton F64 + NORMALIZE calls tl.math.div_rn on float64 values (crashes)",
+)
+
+
+def _grad_case(mode, gen, dtype=torch.float64, small=False):
+    """(x, kwargs for mixup_fused.mix / mix_reference) with awkward sizes."""
+    B, C, H, W = (4, 2, 3, 3) if small else (5, 3, 4, 6)
+    K = 3
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    kw = dict(target=class_ids(B, K, gen), num_classes=K, label_smoothing=0.1, lam=random_lam(B, gen, dtype=wdt))
+    # Not an involution: perm[perm[i]] != i for some i (a B-cycle).
+    cycle = torch.roll(torch.arange(B), 1)
+    if mode == "mixup_scalar_lam":
+        x = randn((B, C, H, W), dtype, gen)
+        kw.update(perm=torch.arange(B).flip(0), lam=0.3)
+    elif mode == "mixup_non_involution":
+        x = randn((B, C, H, W), dtype, gen)
+        kw.update(perm=cycle)
+    elif mode in ("cutmix", "cutmix_nhwc"):
+        x = randn((B, C, H, W), dtype, gen)
+        if mode == "cutmix_nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
+        # Boxes of i and perm^-1(i) overlap, and the edge cases are in.
+        boxes = torch.tensor([[0, H, 0, W], [0, 0, 0, W], [1, H, 1, W], [0, 2, 0, 2], [H - 1, H, 0, W]])[:B]
+        kw.update(perm=cycle, boxes=boxes)
+    elif mode == "mixup_3d_transposed":
+        x = randn((B, W, C), dtype, gen).transpose(1, 2)
+        kw.update(perm=random_perm(B, gen))
+    elif mode == "normalize":
+        x = randn((B, C, H, W), dtype, gen)
+        # std values that bfloat16 cannot hold exactly (57.12 -> 57.0).
+        kw.update(perm=cycle, mean=torch.tensor([0.5, -1.0, 0.25][:C]), std=torch.tensor([57.12, 0.3, 3.1][:C]))
+    else:
+        raise AssertionError(mode)
+    return x, kw
+
+
+def _call(backend, x, kw):
+    kw = dict(kw)
+    target, perm, lam = kw.pop("target"), kw.pop("perm"), kw.pop("lam")
+    return mixup_fused.mix(x, target, perm, lam, backend=backend, **kw)
+
+
+def _grad_cases():
+    for b in CPU_BACKENDS:
+        for m in GRAD_MODES:
+            marks = _TRITON_FP64_NORMALIZE if (b == "triton" and m == "normalize") else ()
+            yield pytest.param(b, m, marks=marks, id=f"{b}-{m}")
+
+
+@pytest.mark.parametrize("backend, mode", list(_grad_cases()))
+def test_gradcheck(backend, mode, gen):
+    small = backend == "triton"  # the interpreter is slow; fast mode and a small x
+    x, kw = _grad_case(mode, gen, small=small)
+    x.requires_grad_()
+
+    def f(inp):
+        out, y = _call(backend, inp, kw)
+        return out
+
+    assert torch.autograd.gradcheck(f, (x,), fast_mode=small)
+
+
+_HALF_NORMALIZE_GRAD = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: the backward with mean/std (ops._mix_backward, _TritonOnCPU.backward) divides by "
+    "std.to(grad.dtype) after mix_backward has rounded to bfloat16: std is rounded to bfloat16 "
+    "(57.12 -> 57.0) and the gradient is rounded twice; off by more than one ulp",
+)
+
+
+def _grad_dtype_cases():
+    for b, m in ((p.values[0], p.values[1]) for p in _grad_cases()):
+        for dt in (torch.float32, torch.bfloat16, torch.float64):
+            marks = ()
+            if (b, m, dt) == ("triton", "normalize", torch.float64):
+                marks = _TRITON_FP64_NORMALIZE
+            elif b in ("cpp", "triton") and (m, dt) == ("normalize", torch.bfloat16):
+                marks = _HALF_NORMALIZE_GRAD
+            yield pytest.param(b, m, dt, marks=marks, id=f"{b}-{m}-{dt}")
+
+
+@pytest.mark.parametrize("backend, mode, dtype", list(_grad_dtype_cases()))
+def test_gradient_equals_reference_autograd(backend, mode, dtype, gen):
+    x, kw = _grad_case(mode, gen, dtype)
+    x_ours = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+    x_ref = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+    out, y = _call(backend, x_ours, kw)
+    ref_kw = {k: v for k, v in kw.items() if k not in ("target", "perm", "lam")}
+    ex, _ = mix_reference(x_ref, kw["target"], kw["perm"], kw["lam"], **ref_kw)
+    g = randn(out.shape, out.dtype, gen)
+    (gx,) = torch.autograd.grad(out, x_ours, g)
+    (gr,) = torch.autograd.grad(ex, x_ref, g)
+    assert_matches(out.detach(), ex.detach(), what="forward")
+    assert_matches(gx, gr, what="grad x")
+
+
+@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
+@pytest.mark.backend_bug(
+    "cpp",
+    "triton",
+    reason="product bug: mix_backward has no autograd formula (and the Triton-on-CPU Function's backward is "
+    "not differentiable), so create_graph=True gives a silently wrong (zero) second derivative instead of "
+    "the right one or a clear 'double backward not supported' error",
+)
+def test_double_backward_is_correct_or_refused(backend, gen):
+    """The backward of a mix is linear in the incoming gradient, so
+    d(grad_x)/d(grad_out) is a mix again: gradgradcheck must pass, or the op
+    must refuse with an error that names it; never a silent zero."""
+    B, K = 3, 3
+    x = randn((B, 4), torch.float64, gen).requires_grad_()
+    target, perm, lam = class_ids(B, K, gen), torch.tensor([1, 2, 0]), random_lam(B, gen, dtype=torch.float64)
+
+    def f(inp):
+        return mixup_fused.mix(inp, target, perm, lam, num_classes=K, backend=backend)[0]
+
+    try:
+        ok = torch.autograd.gradgradcheck(f, (x,), fast_mode=backend == "triton")
+    except torch.autograd.gradcheck.GradcheckError:
+        raise
+    except RuntimeError as err:  # a refusal is fine if it is explicit
+        assert "mixup_fused" in str(err) and "backward" in str(err), err
+        return
+    assert ok
+
+
+@pytest.mark.backend_bug(
+    "cpp",
+    reason="product bug: the registered autograd formula of mixup_fused::mix does not mark the targets "
+    "output non-differentiable, so y_out.requires_grad is True on cpp (False on triton and reference)",
+)
+def test_targets_carry_no_gradient(backend, gen):
+    B, K = 4, 5
+    x = randn((B, 3), torch.float32, gen).requires_grad_()
+    for target in (class_ids(B, K, gen), soft_targets(B, K, gen)):
+        out, y = mixup_fused.mix(x, target, random_perm(B, gen), random_lam(B, gen), num_classes=K, backend=backend)
+        assert out.requires_grad
+        assert not y.requires_grad
+
+
+@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: torch.ops.mixup_fused.mix_ has no autograd kernel and the C++ kernel does not refuse "
+    "x that requires grad: the in-place mix is invisible to autograd and x's gradient comes back as the "
+    "identity (silently wrong) instead of an error",
+)
+def test_inplace_op_on_x_requiring_grad_is_refused_or_correct(gen):
+    B, K = 4, 3
+    leaf = randn((B, 5), torch.float32, gen).requires_grad_()
+    perm, lam, target = torch.tensor([1, 0, 3, 2]), random_lam(B, gen), class_ids(B, K, gen)
+    x = leaf.clone()
+    try:
+        OPS.mix_(x, target, perm, lam, None, K, 0.0, True)
+    except (RuntimeError, ValueError) as err:
+        assert "grad" in str(err), err
+        return
+    g = randn((B, 5), torch.float32, gen)
+    x.backward(g)
+    from mixup_fused.reference import mix_backward_reference
+
+    assert_matches(leaf.grad, mix_backward_reference(g, perm, lam))
+
+
+# ----------------------------------------------------------------------------
+# torch.compile
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
+def _assert_same(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+    assert torch.equal(a, b)
+
+
+@pytest.mark.usefixtures("fresh_dynamo")
+@pytest.mark.parametrize("case", ["mixup_tensor_lam", "mixup_float_lam", "cutmix_nhwc_soft", "uint8_to_nhwc_bf16"])
+def test_compile_out_of_place(case, gen):
+    B, C, H, W, K = 6, 3, 5, 7, 10
+    x = randn((B, C, H, W), torch.float32, gen)
+    target, perm, lam = class_ids(B, K, gen), random_perm(B, gen), random_lam(B, gen)
+    kw = dict(num_classes=K, label_smoothing=0.1)
+    if case == "mixup_float_lam":
+        lam = 0.375
+    elif case == "cutmix_nhwc_soft":
+        x = x.contiguous(memory_format=torch.channels_last)
+        target = soft_targets(B, K, gen)
+        kw["boxes"] = edge_boxes(B, H, W, gen)
+    elif case == "uint8_to_nhwc_bf16":
+        x = torch.randint(0, 256, (B, C, H, W), generator=gen, dtype=torch.uint8)
+        kw.update(
+            mean=torch.tensor([120.0, 115.0, 100.0]),
+            std=torch.tensor([58.0, 57.0, 57.5]),
+            out_dtype=torch.bfloat16,
+            memory_format=torch.channels_last,
+        )
+
+    def f(x, target, perm, lam):
+        return mixup_fused.mix(x, target, perm, lam, **kw)
+
+    compiled = torch.compile(f, fullgraph=True)
+    out_c, y_c = compiled(x, target, perm, lam)
+    out_e, y_e = f(x, target, perm, lam)
+    _assert_same(out_c, out_e)
+    _assert_same(y_c, y_e)
+
+
+@pytest.mark.usefixtures("fresh_dynamo")
+@pytest.mark.parametrize("cutmix", [False, True], ids=["mixup", "cutmix"])
+def test_compile_inplace(cutmix, gen):
+    B, C, H, W, K = 7, 3, 5, 6, 10
+    x = randn((B, C, H, W), torch.float32, gen)
+    target, perm, lam = class_ids(B, K, gen), random_involution(B, gen), random_lam(B, gen)
+    boxes = edge_boxes(B, H, W, gen) if cutmix else None
+
+    def f(x, target, perm, lam):
+        out, y = mixup_fused.mix(x, target, perm, lam, num_classes=K, boxes=boxes, label_smoothing=0.1, inplace=True)
+        return out, y
+
+    x_c, x_e = x.clone(), x.clone()
+    out_c, y_c = torch.compile(f, fullgraph=True)(x_c, target, perm, lam)
+    out_e, y_e = f(x_e, target, perm, lam)
+    assert out_e is x_e
+    _assert_same(x_c, x_e)
+    _assert_same(out_c, x_e)
+    _assert_same(y_c, y_e)
+    expected, _ = mix_reference(x, target, perm, lam, num_classes=K, boxes=boxes)
+    assert torch.equal(x_c, expected)
+
+
+@pytest.mark.usefixtures("fresh_dynamo")
+def test_compile_backward(gen):
+    B, C, H, W, K = 5, 3, 4, 6, 4
+    x = randn((B, C, H, W), torch.float32, gen).contiguous(memory_format=torch.channels_last)
+    target, lam = class_ids(B, K, gen), random_lam(B, gen)
+    perm = torch.roll(torch.arange(B), 2)
+    boxes = edge_boxes(B, H, W, gen)
+    w = randn((B, C, H, W), torch.float32, gen)
+
+    def f(x, target, perm, lam):
+        out, y = mixup_fused.mix(x, target, perm, lam, num_classes=K, boxes=boxes)
+        return (out * w).sum() + y.sum()
+
+    xc = x.clone().requires_grad_()
+    xe = x.clone().requires_grad_()
+    torch.compile(f, fullgraph=True)(xc, target, perm, lam).backward()
+    f(xe, target, perm, lam).backward()
+    assert torch.equal(xc.grad, xe.grad)
+    xr = x.clone().requires_grad_()
+    ex, _ = mix_reference(xr, target, perm, lam, num_classes=K, boxes=boxes)
+    (ex * w).sum().backward()
+    assert_matches(xc.grad, xr.grad)
+
+
+@pytest.mark.gpu
+def test_compile_on_cuda(gen):
+    torch.compiler.reset()
+    B, C, H, W, K = 6, 3, 5, 7, 10
+    x = randn((B, C, H, W), torch.float32, gen, "cuda")
+    target, perm, lam = class_ids(B, K, gen, "cuda"), random_perm(B, gen, "cuda"), random_lam(B, gen, "cuda")
+
+    def f(x, target, perm, lam):
+        return mixup_fused.mix(x, target, perm, lam, num_classes=K, label_smoothing=0.1)
+
+    out_c, y_c = torch.compile(f, fullgraph=True)(x, target, perm, lam)
+    out_e, y_e = f(x, target, perm, lam)
+    _assert_same(out_c, out_e)
+    _assert_same(y_c, y_e)
