@@ -70,6 +70,21 @@ class Mixup:
             the second half).
         backend: the op's backend (``'auto'``, ``'triton'``, ``'cpp'``,
             ``'reference'``).
+        sampler: ``'host'`` (default: numpy in timm's order, or ``generator``)
+            or ``'device'``: lam, pairing and boxes are drawn with torch on the
+            batch's device, from ``generator`` (which must live there) or from
+            torch's default generator of that device, and the op skips its
+            value checks. Nothing is read back to the host, so the whole step
+            can be captured in a CUDA graph or compiled without graph breaks.
+        mean, std: per-channel normalisation ``(x - mean) / std`` applied in
+            the same pass, in the units of ``x`` (0..255 for uint8 images,
+            i.e. timm's ``IMAGENET_DEFAULT_MEAN`` times 255). Required for
+            uint8 ``x``; the batch is then mixed out of place and a new
+            ``out_dtype`` tensor is returned.
+        out_dtype: dtype of the mixed images when normalising (default
+            float32).
+        memory_format: memory format of the mixed images when normalising
+            (default: ``x``'s).
 
     ``__call__(x, target)`` mixes ``x`` in place and returns ``(x, y)`` with
     ``y`` float32 ``[B, K]``; ``target`` is int class ids ``[B]`` or soft
@@ -94,6 +109,11 @@ class Mixup:
         generator: torch.Generator | None = None,
         pairing: str = "flip",
         backend: str = "auto",
+        sampler: str = "host",
+        mean=None,
+        std=None,
+        out_dtype: torch.dtype | None = None,
+        memory_format: torch.memory_format | None = None,
     ):
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
@@ -120,6 +140,16 @@ class Mixup:
             raise TypeError(f"mixup_fused: generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator
         self.backend = backend
+        if sampler not in sampling.SAMPLERS:
+            raise ValueError(f"mixup_fused: sampler must be one of {sampling.SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
+        if (mean is None) != (std is None):
+            raise ValueError("mixup_fused: mean and std must be given together")
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
+        self.out_dtype = out_dtype
+        self.memory_format = memory_format
+        self._norm_cache = None
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"mixup_fused: num_classes must be an int >= 1, got {num_classes!r}")
         if not 0.0 <= label_smoothing <= 1.0:
@@ -149,9 +179,15 @@ class Mixup:
 
     def sample_params(self, batch_size: int, img_size=None, device=None) -> sampling.MixParams:
         """Draw lam, boxes and pairing for a batch (``img_size = (H, W)``, needed for CutMix)."""
-        params = sampling.make_sampler(self.generator).sample(
-            self.config, self.mode, batch_size, img_size, self.pairing
-        )
+        if self.sampler == "device":
+            device = torch.device(device) if device is not None else torch.device("cpu")
+            if self.generator is not None and self.generator.device != device:
+                raise ValueError(
+                    f"mixup_fused: sampler='device' draws on the batch's device {device}, "
+                    f"but generator is on {self.generator.device}"
+                )
+        sampler = sampling.make_sampler(self.generator, self.sampler, device)
+        params = sampler.sample(self.config, self.mode, batch_size, img_size, self.pairing)
         return params if device is None else params.to(device)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
@@ -160,7 +196,8 @@ class Mixup:
         img_size = tuple(x.shape[-2:]) if x.dim() == 4 else None
         if img_size is None and self.mixup_enabled and self.config.cutmix_on:
             raise ValueError(f"mixup_fused: CutMix needs x of shape [B, C, H, W], got {list(x.shape)}")
-        return self.apply(x, target, self.sample_params(x.shape[0], img_size))
+        device = x.device if self.sampler == "device" else None
+        return self.apply(x, target, self.sample_params(x.shape[0], img_size, device))
 
     def apply(self, x: torch.Tensor, target: torch.Tensor, params: sampling.MixParams):
         """Mix ``x`` (in place) and build the targets with drawn ``params``: at most one launch."""
@@ -178,7 +215,26 @@ class Mixup:
                 target = target.long()
         lam_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         params = params.to(x.device, lam_dtype)
-        if params.mixes is False:
+        if self.mean is not None or x.dtype == torch.uint8:
+            # Normalise and mix in one pass, out of place (the dtype changes);
+            # also when nothing mixes, since the batch still needs normalising.
+            mean, std = self._norm_tensors(x.device)
+            x_out, y = mix(
+                x,
+                target,
+                params.perm,
+                params.lam,
+                num_classes=self.num_classes,
+                label_smoothing=eps,
+                boxes=params.boxes,
+                backend=self.backend,
+                mean=mean,
+                std=std,
+                out_dtype=self.out_dtype,
+                memory_format=self.memory_format,
+                check=not x.is_cuda and self.sampler != "device",
+            )
+        elif params.mixes is False:
             # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as timm does.
             y = smooth_targets(target, self.num_classes, eps)
             x_out = x
@@ -194,9 +250,20 @@ class Mixup:
                 inplace=not x.requires_grad,
                 backend=self.backend,
                 # Our own draws are valid; on a GPU the value checks would cost a sync.
-                check=not x.is_cuda,
+                check=not x.is_cuda and self.sampler != "device",
             )
         if self.mode == "half":
             n = x.shape[0] - x.shape[0] // 2
             return x_out[:n], y[:n]
         return x_out, y
+
+    def _norm_tensors(self, device):
+        """mean/std as float32 tensors on ``device``, made once per device."""
+        if self.mean is None:
+            return None, None
+        if self._norm_cache is None or self._norm_cache[0] != (device, self.mean, self.std):
+            mean = torch.tensor(self.mean, dtype=torch.float32)
+            std = torch.tensor(self.std, dtype=torch.float32)
+            self._norm_cache = ((device, self.mean, self.std), sampling.to_device(mean, device),
+                                sampling.to_device(std, device))  # fmt: skip
+        return self._norm_cache[1], self._norm_cache[2]

@@ -44,6 +44,7 @@ __all__ = [
     "MixParams",
     "MixupConfig",
     "NumpySampler",
+    "SAMPLERS",
     "Pairing",
     "TorchSampler",
     "cutmix_bbox_and_lam",
@@ -564,22 +565,34 @@ class TorchSampler:
     a read would synchronise.
     """
 
-    def __init__(self, generator: torch.Generator, *, host_hints: bool | None = None):
-        if not isinstance(generator, torch.Generator):
+    def __init__(self, generator: torch.Generator | None = None, *, device=None, host_hints: bool | None = None):
+        if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"mixup_fused: generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator is None and device is None:
+            raise ValueError("mixup_fused: TorchSampler needs a generator or a device")
+        if generator is not None and device is not None and generator.device != torch.device(device):
+            raise ValueError(
+                f"mixup_fused: generator is on {generator.device} but the draws are wanted on {torch.device(device)}"
+            )
         self.generator = generator
-        self.host_hints = generator.device.type == "cpu" if host_hints is None else bool(host_hints)
+        # Without a generator, torch's default generator of ``device`` is used
+        # (what CUDA graph capture and torch.compile handle best).
+        self._device = generator.device if generator is not None else torch.device(device)
+        self.host_hints = self._device.type == "cpu" if host_hints is None else bool(host_hints)
 
     @property
     def device(self) -> torch.device:
-        return self.generator.device
+        return self._device
 
     def sample(self, cfg: MixupConfig, mode: str, batch_size: int, img_size=None, pairing: str = "flip") -> MixParams:
         cfg.check()
         g, dev, B = self.generator, self.device, batch_size
         n = _draws_per_row(mode, B)
         if pairing == "random":
-            pair = half_pairing(B, shuffle=True, generator=g) if mode == "half" else random_pairing(B, generator=g)
+            if mode == "half":
+                pair = half_pairing(B, shuffle=True, generator=g, device=dev)
+            else:
+                pair = random_pairing(B, generator=g, device=dev)
         else:
             pair = flip_pairing(B, dev)
         lam = torch.ones(n, dtype=torch.float64, device=dev)
@@ -587,14 +600,14 @@ class TorchSampler:
         if cfg.enabled and n > 0:
             if cfg.mixup_on and cfg.cutmix_on:
                 use_cut = torch.rand(n, generator=g, device=dev) < cfg.switch_prob
-                lam_cut = sample_beta(cfg.cutmix_alpha, n, generator=g)
-                lam_mix = sample_beta(cfg.mixup_alpha, n, generator=g)
+                lam_cut = sample_beta(cfg.cutmix_alpha, n, generator=g, device=dev)
+                lam_mix = sample_beta(cfg.mixup_alpha, n, generator=g, device=dev)
                 lam_draw = torch.where(use_cut, lam_cut, lam_mix)
             elif cfg.mixup_on:
-                lam_draw = sample_beta(cfg.mixup_alpha, n, generator=g)
+                lam_draw = sample_beta(cfg.mixup_alpha, n, generator=g, device=dev)
             else:
                 use_cut = torch.ones(n, dtype=torch.bool, device=dev)
-                lam_draw = sample_beta(cfg.cutmix_alpha, n, generator=g)
+                lam_draw = sample_beta(cfg.cutmix_alpha, n, generator=g, device=dev)
             apply = torch.rand(n, generator=g, device=dev) < cfg.prob
             lam = torch.where(apply, lam_draw, lam)
             use_cut = use_cut & (lam != 1.0)
@@ -670,6 +683,19 @@ def _need_hw(img_size):
     return int(img_size[-2]), int(img_size[-1])
 
 
-def make_sampler(generator: torch.Generator | None = None):
-    """numpy's global RNG in timm's order without a generator, else the torch sampler."""
+SAMPLERS = ("host", "device")
+
+
+def make_sampler(generator: torch.Generator | None = None, sampler: str = "host", device=None):
+    """``sampler='host'``: numpy's global RNG in timm's order without a
+    generator, else the torch sampler on the generator's device.
+
+    ``sampler='device'``: torch draws on ``device`` (the batch's device) from
+    ``generator`` or, without one, from torch's default generator of that
+    device; nothing is read back, so no host synchronisation happens and the
+    step can be captured in a CUDA graph or compiled without graph breaks."""
+    if sampler == "device":
+        return TorchSampler(generator, device=None if generator is not None else device, host_hints=False)
+    if sampler != "host":
+        raise ValueError(f"mixup_fused: sampler must be one of {SAMPLERS}, got {sampler!r}")
     return NumpySampler() if generator is None else TorchSampler(generator)

@@ -70,8 +70,18 @@ class _BaseMixUpCutMix(torch.nn.Module):
         labels_getter="default",
         generator: torch.Generator | None = None,
         backend: str = "auto",
+        mean=None,
+        std=None,
+        out_dtype: torch.dtype | None = None,
+        memory_format: torch.memory_format | None = None,
     ) -> None:
         super().__init__()
+        if (mean is None) != (std is None):
+            raise ValueError("mixup_fused: mean and std must be given together")
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
+        self.out_dtype = out_dtype
+        self.memory_format = memory_format
         if not float(alpha) > 0:
             raise ValueError(f"alpha must be > 0, got {alpha}")
         self.alpha = float(alpha)
@@ -139,7 +149,7 @@ class _BaseMixUpCutMix(torch.nn.Module):
         target, K = self._targets_in(labels, images.device)
         wdt = torch.float64 if images.dtype == torch.float64 else torch.float32
         lam_t = torch.full((B,), lam, dtype=wdt, device=images.device)
-        if box is not None and not images.is_floating_point():
+        if box is not None and not images.is_floating_point() and self.mean is None:
             # CutMix of integer images is a pure copy; the op mixes floating images only.
             y0, y1, x0, x1 = box
             out = images.clone()
@@ -158,6 +168,11 @@ class _BaseMixUpCutMix(torch.nn.Module):
             inplace=False,
             backend=self.backend,
             check=not images.is_cuda,
+            # uint8 images: normalised and mixed in the same pass.
+            mean=self.mean,
+            std=self.std,
+            out_dtype=self.out_dtype,
+            memory_format=self.memory_format,
         )
         return out, self._targets_out(y, labels)
 
@@ -178,6 +193,9 @@ class MixUp(_BaseMixUpCutMix):
         generator: keyword extension: a CPU ``torch.Generator`` to draw from
             instead of torch's global RNG.
         backend: keyword extension: the op's backend.
+        mean, std, out_dtype, memory_format: keyword extensions: normalise
+            ``(x - mean) / std`` (units of the images, 0..255 for uint8) in the
+            same pass, writing ``out_dtype`` images in ``memory_format``.
     """
 
     def make_params(self, images: torch.Tensor) -> dict:
