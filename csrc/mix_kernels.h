@@ -106,10 +106,22 @@ struct Narrow<f16> {
 
 template <typename acc_t>
 struct Norm {
-  bool on;
-  int64_t C;
-  acc_t mean[64];
-  acc_t std[64];
+  bool on = false;
+  int64_t C = 1;
+  acc_t* mean = nullptr;  // [C], then std [C], in one allocation
+  acc_t* std = nullptr;
+  Norm(bool enabled, int64_t channels, const double* m, const double* s) : on(enabled), C(channels) {
+    if (!on) return;
+    mean = new acc_t[2 * C];
+    std = mean + C;
+    for (int64_t c = 0; c < C; ++c) {
+      mean[c] = static_cast<acc_t>(m[c]);
+      std[c] = static_cast<acc_t>(s[c]);
+    }
+  }
+  ~Norm() { delete[] mean; }
+  Norm(const Norm&) = delete;
+  Norm& operator=(const Norm&) = delete;
 };
 
 // dst[j] = f(src[j]); f normalises with channel c (NCHW) or with channels
@@ -160,14 +172,7 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
   const Geometry& g = args.g;
   const in_t* x = static_cast<const in_t*>(args.x);
   out_t* out = static_cast<out_t*>(args.out);
-  Norm<acc_t> nm;
-  nm.on = args.normalize;
-  nm.C = g.C;
-  if (nm.on)
-    for (int64_t c = 0; c < g.C; ++c) {
-      nm.mean[c] = static_cast<acc_t>(args.mean[c]);
-      nm.std[c] = static_cast<acc_t>(args.std[c]);
-    }
+  const Norm<acc_t> nm(args.normalize, g.C, args.mean, args.std);
   const bool lines = by_lines(g, args.cutmix, args.normalize);
   const int64_t upr = units_per_row(g, lines);
   if (!lines) {

@@ -364,8 +364,6 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   const auto boxes = checked_boxes(x_in, boxes_t);
   const auto ids = checked_target(x_in, target, num_classes, label_smoothing);
   const Norm norm = checked_norm(x_in, mean_t, std_t);
-  TORCH_CHECK_VALUE(!normalize || x_in.size(1) <= 64, "mixup_fused: mean/std support at most 64 channels, got ",
-                    x_in.size(1));
 
   const at::Tensor x = dense_rows(x_in);
   at::Tensor out = empty_out_like(x, odt);
@@ -461,6 +459,27 @@ at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t,
   return out;
 }
 
+// Autograd key for the in-place op: refuse x that requires grad (writing into
+// it would silently break its gradient), run the kernel below autograd, and
+// bump x's version so that any tensor saved for another backward notices.
+at::Tensor mix_inplace_autograd(at::Tensor& x, const at::Tensor& target, const at::Tensor& perm,
+                                const at::Tensor& lam, const c10::optional<at::Tensor>& boxes, int64_t num_classes,
+                                double label_smoothing, bool check) {
+  TORCH_CHECK_VALUE(!x.requires_grad(), "mixup_fused: mix_ (inplace=True) cannot write into x that requires grad; ",
+                    "use inplace=False to get gradients");
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mixup_fused::mix_", "")
+                       .typed<at::Tensor(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         const c10::optional<at::Tensor>&, int64_t, double, bool)>();
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    y = op.call(x, target, perm, lam, boxes, num_classes, label_smoothing, check);
+  }
+  x.unsafeGetTensorImpl()->bump_version();
+  return y;
+}
+
 // Python-visible helpers of the _C module: which kernel table runs.
 PyObject* py_cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(active_table().load()->name); }
 
@@ -501,6 +520,8 @@ TORCH_LIBRARY(mixup_fused, m) {
       "float label_smoothing, bool check) -> Tensor");
   m.def("mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes) -> Tensor");
 }
+
+TORCH_LIBRARY_IMPL(mixup_fused, Autograd, m) { m.impl("mix_", &mix_inplace_autograd); }
 
 TORCH_LIBRARY_IMPL(mixup_fused, CPU, m) {
   m.impl("mix", &mix_cpu);

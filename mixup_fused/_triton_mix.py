@@ -8,12 +8,13 @@ launch writes both outputs.
 
 Rows are addressed as flat, dense runs of ``row_len`` elements (contiguous or
 channels_last); the row start is computed in int64, so ``B * row_len`` may pass
-2**31. Strides and lengths arrive divided by ``VEC`` and are multiplied back by
-the constexpr, which lets the compiler prove 16-byte alignment and emit 128-bit
-loads and stores.
+2**31 (a single row must stay below 2**31 elements). Triton's own
+specialisation sees 16-byte aligned pointers and lengths divisible by 16,
+which lets it emit 128-bit loads and stores on such rows.
 
-The kernel holds no Python logic: the launchers below pick BLOCK, VEC and
-num_warps and prepare the tiny per-row tensors.
+The kernel holds no Python logic: the launchers below pick its flags (one
+function, :func:`kernel_config`, that the ahead-of-time tests enumerate) and
+prepare the tiny per-row tensors.
 """
 
 from __future__ import annotations
@@ -24,16 +25,21 @@ import torch
 import triton
 import triton.language as tl
 
+BLOCK = 2048
+NUM_WARPS = 4
 TARGET_BLOCK = 1024
-_INT32_MAX = 2**31 - 1
+MAX_ROW = 2**31 - 1 - BLOCK
 
 
 @triton.jit
-def _normalize(v, c, mask, mean_ptr, std_ptr, NORMALIZE: tl.constexpr):
+def _normalize(v, c, mask, mean_ptr, std_ptr, NORMALIZE: tl.constexpr, F64: tl.constexpr):
     if NORMALIZE:
         mean = tl.load(mean_ptr + c, mask=mask, other=0.0)
         std = tl.load(std_ptr + c, mask=mask, other=1.0)
-        v = tl.math.div_rn(v - mean, std)
+        if F64:
+            v = (v - mean) / std  # float64 division is IEEE-rounded
+        else:
+            v = tl.math.div_rn(v - mean, std)  # not the approximate float32 '/'
     return v
 
 
@@ -60,33 +66,31 @@ def mix_images_targets_kernel(
     box_ptr,
     mean_ptr,
     std_ptr,
-    tgt_ptr,
+    ids_ptr,
+    soft_ptr,
     y_ptr,
-    row_len_v,
-    x_stride_v,
-    out_stride_v,
+    row_len,
+    x_stride,
+    out_stride,
     C,
     H,
     W,
     num_classes,
-    tgt_stride,
+    soft_targets,
     off_value,
     on_value,
     keep,
     spread,
     blocks_per_row,
     image_blocks,
-    VEC: tl.constexpr,
     BLOCK: tl.constexpr,
     TBLOCK: tl.constexpr,
     CUTMIX: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
     NORMALIZE: tl.constexpr,
-    TARGETS: tl.constexpr,
     INPLACE: tl.constexpr,
     BACKWARD: tl.constexpr,
     F64: tl.constexpr,
-    LONG_ROW: tl.constexpr,
 ):
     """Mix rows of ``x`` and (optionally) build mixed targets in one launch.
 
@@ -97,7 +101,9 @@ def mix_images_targets_kernel(
               out[k] = g[k] outside box[k] + g[q] inside box[q]  (CutMix)
     INPLACE (src an involution): program i <= src[i] reads rows i and src[i]
     once and writes both; programs with i > src[i] only write targets.
-    TARGETS: 0 none, 1 class ids, 2 soft rows (smoothed as t * keep + spread).
+    Targets (programs past the image blocks): class ids from ``ids_ptr``, or
+    float32 soft rows from ``soft_ptr`` when ``soft_targets`` (smoothed as
+    ``t * keep + spread``); the backward has no target blocks.
     """
     if F64:
         acc_ty = tl.float64
@@ -108,11 +114,7 @@ def mix_images_targets_kernel(
     blk = pid % blocks_per_row
     p = tl.load(src_ptr + i)
     if blk < image_blocks:
-        row_len = row_len_v * VEC
-        if LONG_ROW:
-            offs = blk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        else:
-            offs = blk * BLOCK + tl.arange(0, BLOCK)
+        offs = blk * BLOCK + tl.arange(0, BLOCK)
         mask = offs < row_len
         # Position inside the image, needed for CutMix boxes and per-channel
         # normalisation.
@@ -130,8 +132,8 @@ def mix_images_targets_kernel(
                 hw = offs // W
                 h = hw % H
                 c = hw // H
-        xi_ptr = x_ptr + i.to(tl.int64) * (x_stride_v * VEC)
-        xp_ptr = x_ptr + p.to(tl.int64) * (x_stride_v * VEC)
+        xi_ptr = x_ptr + i.to(tl.int64) * x_stride
+        xp_ptr = x_ptr + p.to(tl.int64) * x_stride
         lam_i = tl.load(lam_ptr + i).to(acc_ty)
         if INPLACE:
             # Pair (i, p) is handled by the program with the smaller index.
@@ -159,7 +161,7 @@ def mix_images_targets_kernel(
                 tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask)
                 tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row)
         else:
-            out_row = out_ptr + i.to(tl.int64) * (out_stride_v * VEC)
+            out_row = out_ptr + i.to(tl.int64) * out_stride
             if BACKWARD:
                 wi = p
             else:
@@ -174,8 +176,8 @@ def mix_images_targets_kernel(
                     mix_part = mix_self
                 a = tl.load(xi_ptr + offs, mask=mask & (mix_self | ~in_self), other=0).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask & (mix_part | in_part), other=0).to(acc_ty)
-                a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE)
-                b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE)
+                a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE, F64)
+                b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE, F64)
                 if BACKWARD:
                     # Own term plus partner term; both may contribute where boxes overlap.
                     own = tl.where(mix_self, lam_i * a, tl.where(in_self, 0.0, a))
@@ -186,24 +188,24 @@ def mix_images_targets_kernel(
             else:
                 a = tl.load(xi_ptr + offs, mask=mask, other=0).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask, other=0).to(acc_ty)
-                a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE)
-                b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE)
+                a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE, F64)
+                b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE, F64)
                 v = lam_i * a + (1.0 - lam_w) * b
             tl.store(out_row + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
-    elif TARGETS != 0:
+    else:
         k = (blk - image_blocks) * TBLOCK + tl.arange(0, TBLOCK)
         kmask = k < num_classes
         lam_t = tl.load(lam_ptr + i).to(tl.float32)
-        if TARGETS == 1:
-            ti = tl.load(tgt_ptr + i)
-            tp = tl.load(tgt_ptr + p)
-            ya = tl.where(k == ti, on_value, off_value)
-            yb = tl.where(k == tp, on_value, off_value)
-        else:
-            ya = tl.load(tgt_ptr + i.to(tl.int64) * tgt_stride + k, mask=kmask, other=0).to(tl.float32)
-            yb = tl.load(tgt_ptr + p.to(tl.int64) * tgt_stride + k, mask=kmask, other=0).to(tl.float32)
+        if soft_targets != 0:
+            ya = tl.load(soft_ptr + i.to(tl.int64) * num_classes + k, mask=kmask, other=0)
+            yb = tl.load(soft_ptr + p.to(tl.int64) * num_classes + k, mask=kmask, other=0)
             ya = ya * keep + spread
             yb = yb * keep + spread
+        else:
+            ti = tl.load(ids_ptr + i)
+            tp = tl.load(ids_ptr + p)
+            ya = tl.where(k == ti, on_value, off_value)
+            yb = tl.where(k == tp, on_value, off_value)
         y = ya * lam_t + yb * (1.0 - lam_t)
         tl.store(y_ptr + i.to(tl.int64) * num_classes + k, y, mask=kmask)
 
@@ -213,24 +215,23 @@ def mix_images_targets_kernel(
 # ----------------------------------------------------------------------------
 
 
-def _vec_for(elem_sizes, lengths, ptrs):
-    """Largest power of two (elements per 16 bytes of the smallest dtype) that
-    divides every length and keeps every pointer 16-byte aligned."""
-    vec = 16 // min(elem_sizes)
-    while vec > 1:
-        ok = all(n % vec == 0 for n in lengths)
-        ok = ok and all(ptr % (vec * es) == 0 for ptr, es in zip(ptrs, elem_sizes, strict=True))
-        if ok:
-            return vec
-        vec //= 2
-    return 1
-
-
-def pick_block(row_len: int) -> tuple[int, int]:
-    """BLOCK and num_warps for a row of ``row_len`` elements."""
-    if row_len <= 2048:
-        return 1024, 4
-    return 4096, 8
+def kernel_config(x_dtype, out_dtype, *, cutmix, channels_last, normalize, inplace, backward) -> dict:
+    """The kernel's dtypes and constexpr flags for one call. The launcher and
+    :func:`kernel_configs` both go through here, so the ahead-of-time tests
+    compile exactly what the launcher can pick."""
+    return dict(
+        x=x_dtype,
+        out=out_dtype,
+        BLOCK=BLOCK,
+        TBLOCK=TARGET_BLOCK,
+        CUTMIX=bool(cutmix),
+        # The layout only matters where positions are computed.
+        CHANNELS_LAST=bool(channels_last and (cutmix or normalize)),
+        NORMALIZE=bool(normalize),
+        INPLACE=bool(inplace),
+        BACKWARD=bool(backward),
+        F64=torch.float64 in (x_dtype, out_dtype),
+    )
 
 
 def _launch(
@@ -251,70 +252,77 @@ def _launch(
     backward,
 ):
     B = x.shape[0]
-    row_len = x[0].numel() if B > 0 else 0
     if B == 0:
         return
+    row_len = x[0].numel()
+    if row_len > MAX_ROW:
+        raise ValueError(
+            f"mixup_fused: each sample of x must have fewer than {MAX_ROW} elements for the Triton kernel, "
+            f"got {row_len} (the batch as a whole may be larger)"
+        )
     cutmix = boxes is not None
     normalize = mean is not None
     if cutmix or normalize:
         C, H, W = x.shape[1], x.shape[2], x.shape[3]
     else:
         C = H = W = 1
-    targets_mode = 0 if target is None else (1 if target.dim() == 1 else 2)
+    soft = target is not None and target.dim() == 2
     x_stride = x.stride(0) if B > 1 else row_len
     out_stride = (out.stride(0) if B > 1 else row_len) if out is not None else x_stride
-    sizes = [x.element_size()] + ([out.element_size()] if out is not None else [])
-    ptrs = [x.data_ptr()] + ([out.data_ptr()] if out is not None else [])
-    vec = _vec_for(sizes, [row_len, x_stride, out_stride], ptrs)
-    block, num_warps = pick_block(row_len)
-    image_blocks = triton.cdiv(row_len, block)
-    target_blocks = triton.cdiv(num_classes, TARGET_BLOCK) if targets_mode else 0
+    cfg = kernel_config(
+        x.dtype,
+        out.dtype if out is not None else x.dtype,
+        cutmix=cutmix,
+        channels_last=channels_last,
+        normalize=normalize,
+        inplace=inplace,
+        backward=backward,
+    )
+    image_blocks = triton.cdiv(row_len, BLOCK)
+    target_blocks = triton.cdiv(num_classes, TARGET_BLOCK) if target is not None else 0
     blocks_per_row = image_blocks + target_blocks
     eps = float(label_smoothing)
     off_value = eps / num_classes if num_classes else 0.0
     on_value = 1.0 - eps + off_value
-    dummy = src  # any tensor on the right device, never read
+    # Unused pointer arguments get a tensor of the declared dtype, never read.
+    ids = target if target is not None and not soft else src
+    soft_rows = target if soft else y if y is not None else _empty_f32(x.device)
     grid = (B * blocks_per_row,)
     mix_images_targets_kernel[grid](
         x,
         out if out is not None else x,
         src,
         lam,
-        boxes if cutmix else dummy,
-        mean if normalize else lam,
-        std if normalize else lam,
-        target if target is not None else dummy,
-        y if y is not None else lam,
-        row_len // vec,
-        x_stride // vec,
-        out_stride // vec,
+        boxes if cutmix else src,
+        mean if normalize else soft_rows,
+        std if normalize else soft_rows,
+        ids,
+        soft_rows,
+        y if y is not None else soft_rows,
+        row_len,
+        x_stride,
+        out_stride,
         C,
         H,
         W,
         num_classes,
-        target.stride(0) if targets_mode == 2 else 0,
+        int(soft),
         off_value,
         on_value,
         1.0 - eps,
         off_value,
         blocks_per_row,
         image_blocks,
-        VEC=vec,
-        BLOCK=block,
-        TBLOCK=TARGET_BLOCK,
-        CUTMIX=cutmix,
-        CHANNELS_LAST=channels_last,
-        NORMALIZE=normalize,
-        TARGETS=targets_mode,
-        INPLACE=inplace,
-        BACKWARD=backward,
-        F64=x.dtype == torch.float64 or (out is not None and out.dtype == torch.float64),
-        LONG_ROW=row_len > _INT32_MAX - block,
-        num_warps=num_warps,
+        **{k: v for k, v in cfg.items() if k not in ("x", "out")},
+        num_warps=NUM_WARPS,
         # No FMA contraction: the same roundings as the reference and the C++
         # kernel, so every backend gives the same bits for float32.
         enable_fp_fusion=False,
     )
+
+
+def _empty_f32(device):
+    return torch.empty(1, dtype=torch.float32, device=device)
 
 
 def interpreter_active() -> bool:
@@ -418,62 +426,88 @@ _TL_TYPES = {
 }
 
 
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def kernel_configs():
-    """Every (dtypes, constexpr) combination the launchers can pick.
+    """Every configuration the launchers can pick, via :func:`kernel_config`.
 
-    Yields dicts with keys ``x``, ``out`` (torch dtypes), ``target`` ("i64",
-    a float type string, or None) and the kernel's constexpr flags."""
-    floats = [torch.float32, torch.float16, torch.bfloat16]
-    for block, _ in {pick_block(1), pick_block(1 << 20)}:
-        base = dict(BLOCK=block, TBLOCK=TARGET_BLOCK, F64=False, LONG_ROW=False)
-        for dt in floats:
-            vec = 16 // torch.empty((), dtype=dt).element_size()
-            for cutmix in (False, True):
-                for cl in (False, True) if cutmix else (False,):
-                    for targets in (1, 2):
-                        yield dict(
-                            base, x=dt, out=dt, VEC=vec, CUTMIX=cutmix, CHANNELS_LAST=cl,
-                            NORMALIZE=False, TARGETS=targets, INPLACE=False, BACKWARD=False,
-                        )  # fmt: skip
-                    yield dict(
-                        base, x=dt, out=dt, VEC=vec, CUTMIX=cutmix, CHANNELS_LAST=cl,
-                        NORMALIZE=False, TARGETS=1, INPLACE=True, BACKWARD=False,
-                    )  # fmt: skip
-                    yield dict(
-                        base, x=dt, out=dt, VEC=vec, CUTMIX=cutmix, CHANNELS_LAST=cl,
-                        NORMALIZE=False, TARGETS=0, INPLACE=False, BACKWARD=True,
-                    )  # fmt: skip
-        # uint8 images normalised into every float output type.
-        for dt in floats:
-            for cutmix in (False, True):
-                for cl in (False, True):
-                    yield dict(
-                        base, x=torch.uint8, out=dt, VEC=16, CUTMIX=cutmix, CHANNELS_LAST=cl,
-                        NORMALIZE=True, TARGETS=1, INPLACE=False, BACKWARD=False,
-                    )  # fmt: skip
+    Out of place: any float ``x`` to any float output, with or without
+    normalisation, and uint8 ``x`` (normalised) to any float output; CutMix
+    or not; contiguous or channels_last. In place and backward: one dtype.
+    Class-id vs soft targets is a run-time argument, not a configuration."""
+    seen = []
+    layouts = [(False, False), (True, False), (True, True)]  # (cutmix, channels_last)
+    for x_dtype in FLOAT_DTYPES + (torch.uint8,):
+        for out_dtype in FLOAT_DTYPES:
+            for normalize in (False, True):
+                if x_dtype == torch.uint8 and not normalize:
+                    continue
+                for cutmix, cl in layouts + ([(False, True)] if normalize else []):
+                    seen.append(kernel_config(x_dtype, out_dtype, cutmix=cutmix, channels_last=cl,
+                                              normalize=normalize, inplace=False, backward=False))  # fmt: skip
+    for dt in FLOAT_DTYPES:
+        for cutmix, cl in layouts:
+            for inplace, backward in ((True, False), (False, True)):
+                seen.append(kernel_config(dt, dt, cutmix=cutmix, channels_last=cl, normalize=False,
+                                          inplace=inplace, backward=backward))  # fmt: skip
+    unique = []
+    for cfg in seen:
+        if cfg not in unique:
+            unique.append(cfg)
+    return unique
 
 
-def compile_config(cfg, arch: int = 90):
+def _compilable_kernel():
+    """The kernel as a compilable JITFunction. Under ``TRITON_INTERPRET=1``
+    ``triton.jit`` yields interpreter objects, so a second copy of this module
+    is loaded with the interpreter switched off."""
+    from triton.runtime.jit import JITFunction
+
+    if isinstance(mix_images_targets_kernel, JITFunction):
+        return mix_images_targets_kernel
+    global _AOT_MODULE
+    if _AOT_MODULE is None:
+        import importlib.util
+
+        old = os.environ.get("TRITON_INTERPRET")
+        os.environ["TRITON_INTERPRET"] = "0"
+        try:
+            spec = importlib.util.spec_from_file_location("mixup_fused._triton_mix_aot", __file__)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        finally:
+            if old is None:
+                del os.environ["TRITON_INTERPRET"]
+            else:
+                os.environ["TRITON_INTERPRET"] = old
+        _AOT_MODULE = mod
+    return _AOT_MODULE.mix_images_targets_kernel
+
+
+_AOT_MODULE = None
+
+
+def compile_config(cfg, arch: int = 90, aligned: bool = True):
     """Compile one configuration for ``sm_<arch>`` with no GPU; returns the
-    compiled kernel (``.asm["ptx"]`` holds the PTX)."""
+    compiled kernel (``.asm["ptx"]`` holds the PTX). ``aligned`` gives the
+    pointers 16-byte alignment and the lengths divisibility by 16, as Triton's
+    specialisation sees typical image rows."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = mix_images_targets_kernel
+    fn = _compilable_kernel()
     names = fn.arg_names
-    x_t = _TL_TYPES[cfg["x"]]
-    out_t = _TL_TYPES[cfg["out"]]
-    lam_t = "fp64" if cfg["F64"] else "fp32"
-    tgt_t = "*i64" if cfg["TARGETS"] != 2 else "*fp32"
     signature = {
-        "x_ptr": "*" + x_t,
-        "out_ptr": "*" + out_t,
+        "x_ptr": "*" + _TL_TYPES[cfg["x"]],
+        "out_ptr": "*" + _TL_TYPES[cfg["out"]],
         "src_ptr": "*i64",
-        "lam_ptr": "*" + lam_t,
+        "lam_ptr": "*fp64" if cfg["F64"] else "*fp32",
         "box_ptr": "*i64",
         "mean_ptr": "*fp32",
         "std_ptr": "*fp32",
-        "tgt_ptr": tgt_t,
+        "ids_ptr": "*i64",
+        "soft_ptr": "*fp32",
         "y_ptr": "*fp32",
         "off_value": "fp32",
         "on_value": "fp32",
@@ -486,12 +520,10 @@ def compile_config(cfg, arch: int = 90):
             signature[name] = "constexpr"
         elif name not in signature:
             signature[name] = "i32"
-    # Pointers are 16-byte aligned and lengths divisible by 16, as the
-    # launcher's specialisation sees them for typical image rows.
-    aligned = ["x_ptr", "out_ptr", "src_ptr", "lam_ptr", "box_ptr", "tgt_ptr", "y_ptr"]
-    aligned += ["row_len_v", "x_stride_v", "out_stride_v"]
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    attrs = {}
+    if aligned:
+        divisible = [n for n in names if signature[n].startswith("*")] + ["row_len", "x_stride", "out_stride"]
+        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    num_warps = dict([pick_block(1), pick_block(1 << 20)])[cfg["BLOCK"]]
-    options = {"num_warps": num_warps, "enable_fp_fusion": False}
+    options = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

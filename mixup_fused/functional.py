@@ -16,6 +16,8 @@ def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
     B = x.shape[0]
     wdt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
     if isinstance(lam, torch.Tensor):
+        if not lam.is_floating_point():
+            raise TypeError(f"mixup_fused: lam must be a float or a floating tensor, got a {lam.dtype} tensor")
         if lam.dim() == 0:
             lam = lam.expand(B)
         return lam if lam.dtype == wdt else lam.to(wdt)
@@ -31,7 +33,9 @@ def _as_channel_tensor(v, name: str, x: torch.Tensor):
     if v is None:
         return None
     if isinstance(v, torch.Tensor):
-        return v.to(device=x.device)
+        # A small CPU tensor follows x; any other device is left for the
+        # argument checks to report.
+        return v.to(device=x.device) if v.device.type == "cpu" and x.device.type != "meta" else v
     if isinstance(v, (int, float)):
         v = [float(v)] * (x.shape[1] if x.dim() > 1 else 1)
     if not isinstance(v, Sequence):
@@ -100,6 +104,12 @@ def mix(
         raise TypeError(f"mixup_fused: boxes must be a tensor or None, got {type(boxes).__name__}")
     if x.dim() < 1:
         raise ValueError("mixup_fused: x must have a batch dimension, got a 0-d tensor")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"mixup_fused: num_classes must be an int >= 1, got {num_classes!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"mixup_fused: label_smoothing must be a float, got {type(label_smoothing).__name__}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
     backend = ops.resolve_backend(backend, x)
     lam_t = _as_lam(lam, x, out_dtype)
     mean_t = _as_channel_tensor(mean, "mean", x)

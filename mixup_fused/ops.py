@@ -101,8 +101,9 @@ def _prepare(x, perm, lam, boxes, mean, std, out_dtype):
 
 
 def _prepare_target(target):
+    # Soft rows reach the kernel as contiguous float32 (a tiny [B, K] copy at most).
     if target.is_floating_point():
-        return target if target.stride(-1) == 1 else target.contiguous()
+        return target.to(torch.float32).contiguous()
     return target.to(torch.int64).contiguous()
 
 
@@ -181,19 +182,49 @@ def _mix_setup_context(ctx, inputs, output):
     x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check = inputs
     ctx.x_dtype = x.dtype
     ctx.save_for_backward(perm, lam, boxes, std)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _grad_x(mix_backward_fn, grad_x, perm, lam, boxes, std, x_dtype):
+    """``dL/dx`` from ``dL/dout``: the mix backward, then (when normalising)
+    the division by std, in float32 so that half-precision grads round once."""
+    if std is None:
+        return mix_backward_fn(grad_x, perm, lam, boxes).to(x_dtype)
+    wide = torch.float64 if torch.float64 in (grad_x.dtype, x_dtype) else torch.float32
+    grad = mix_backward_fn(grad_x.to(wide), perm, lam, boxes)
+    return (grad / std.to(wide).view(1, -1, 1, 1)).to(x_dtype)
 
 
 def _mix_backward(ctx, grad_x, grad_y):
     perm, lam, boxes, std = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0] and grad_x is not None:
-        grad = torch.ops.mixup_fused.mix_backward(grad_x, perm, lam, boxes)
-        if std is not None:
-            grad = grad / std.to(grad.dtype).view(1, -1, 1, 1)
-        grad = grad.to(ctx.x_dtype)
+        grad = _grad_x(torch.ops.mixup_fused.mix_backward, grad_x, perm, lam, boxes, std, ctx.x_dtype)
     return grad, None, None, None, None, None, None, None, None, None, None
 
 
+def _mix_images(x, perm, lam, boxes):
+    """The forward image mix alone (the derivative of ``mix_backward``)."""
+    dummy = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    return torch.ops.mixup_fused.mix(x, dummy, perm, lam, boxes, 1, 0.0, None, None, None, False)[0]
+
+
+def _mix_backward_setup_context(ctx, inputs, output):
+    grad, perm, lam, boxes = inputs
+    ctx.save_for_backward(perm, lam, boxes)
+
+
+def _mix_backward_backward(ctx, gg):
+    # mix_backward is linear in its input: g -> A^T g, so its derivative is A,
+    # the forward mix. This makes double (and higher) backward exact.
+    perm, lam, boxes = ctx.saved_tensors
+    grad = _mix_images(gg, perm, lam, boxes) if ctx.needs_input_grad[0] else None
+    return grad, None, None, None
+
+
+torch.library.register_autograd(
+    "mixup_fused::mix_backward", _mix_backward_backward, setup_context=_mix_backward_setup_context
+)
 torch.library.register_autograd("mixup_fused::mix", _mix_backward, setup_context=_mix_setup_context)
 
 
@@ -210,6 +241,8 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         backend = os.environ.get("MIXUP_FUSED_BACKEND", "auto") or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"mixup_fused: MIXUP_FUSED_BACKEND must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("auto", "reference") and x.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"mixup_fused: x is on {x.device}; supported devices are cpu and cuda")
     if backend == "auto":
         if x.is_cuda:
             return "triton"
@@ -254,10 +287,25 @@ class _TritonOnCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_x, grad_y):
         perm, lam, boxes, std = ctx.saved_tensors
-        grad = mix_backward_triton(grad_x, perm, lam, boxes)
-        if std is not None:
-            grad = grad / std.to(grad.dtype).view(1, -1, 1, 1)
-        return grad.to(ctx.x_dtype), None, None, None, None, None, None, None, None, None, None
+        grad = _grad_x(_TritonBackwardOnCPU.apply, grad_x, perm, lam, boxes, std, ctx.x_dtype)
+        return grad, None, None, None, None, None, None, None, None, None, None
+
+
+class _TritonBackwardOnCPU(torch.autograd.Function):
+    """``mix_backward`` on CPU tensors under the interpreter; differentiable
+    (its derivative is the forward mix), like the registered op."""
+
+    @staticmethod
+    def forward(ctx, grad, perm, lam, boxes):
+        ctx.save_for_backward(perm, lam, boxes)
+        return mix_backward_triton(grad, perm, lam, boxes)
+
+    @staticmethod
+    def backward(ctx, gg):
+        perm, lam, boxes = ctx.saved_tensors
+        dummy = torch.zeros(gg.shape[0], dtype=torch.int64, device=gg.device)
+        out, _ = _TritonOnCPU.apply(gg, dummy, perm, lam, boxes, 1, 0.0, None, None, None, False)
+        return out, None, None, None
 
 
 def mix_reference_checked(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):

@@ -55,9 +55,12 @@ def mixup_rows(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes == -1).all(dim=1)
 
 
-def normalize_reference(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``(x - mean[c]) / std[c]`` in float32 (float64 for float64 input)."""
-    dt = compute_dtype(x.dtype)
+def normalize_reference(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``(x - mean[c]) / std[c]`` in float32 (float64 for float64 input, or
+    in ``dtype``: the mix computes in float64 when the output is float64)."""
+    dt = dtype or compute_dtype(x.dtype)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     return (x.to(dt) - mean.to(dt).view(shape)) / std.to(dt).view(shape)
 
@@ -75,9 +78,9 @@ def mix_images_reference(
     CutMix (``x[perm[i]]`` inside box i, ``x[i]`` outside). A box row of all -1
     (``NO_BOX``) mixes that sample with lam instead, so one call can mix some
     samples and cut others. Differentiable."""
-    out_dtype = out_dtype or x.dtype
+    out_dtype = out_dtype or (torch.float32 if x.dtype == torch.uint8 else x.dtype)
     dt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
-    xf = normalize_reference(x, mean, std) if mean is not None else x.to(dt)
+    xf = normalize_reference(x, mean, std, dt) if mean is not None else x.to(dt)
     xf = xf.to(dt)
     lam = lam.to(dt).view((-1,) + (1,) * (x.dim() - 1))
     mixed = lam * xf + (1.0 - lam) * xf[perm]

@@ -62,23 +62,6 @@ def _uint8(gen):
 _MEAN = [120.0, 110.0, 100.0]
 _STD = [60.0, 57.0, 58.0]
 
-NUM_CLASSES_TYPE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: backend='cpp' passes num_classes straight to the op schema: 2.5 raises "
-    "RuntimeError ('Expected a value of type int'), True is taken as 1 and blamed on target; "
-    "the other backends raise ValueError('num_classes must be an int >= 1')",
-)
-LAM_DTYPE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: functional._as_lam converts any lam tensor to float (int and bool tensors are "
-    "accepted), so check_args' 'lam must be a floating tensor' TypeError never fires",
-)
-CHANNEL_DEVICE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: functional._as_channel_tensor moves mean/std with .to(x.device); from another "
-    "device ('meta') that raises NotImplementedError('Cannot copy out of meta tensor') naming no argument",
-)
-
 # (id, change, error type, regex the message must match, marks: for every
 # backend, or a {backend: marks} dict)
 CASES = [
@@ -114,7 +97,7 @@ CASES = [
     ("lam_bool", _set(lam=True), TypeError, r"\blam\b", ()),
     ("lam_string", _set(lam="0.5"), TypeError, r"\blam\b", ()),
     ("lam_2d", _set(lam=lambda g: random_lam(B, g).view(B, 1)), ValueError, r"\blam\b", ()),
-    ("lam_int_tensor", _set(lam=torch.ones(B, dtype=torch.int64)), TypeError, r"\blam\b", LAM_DTYPE_BUG),
+    ("lam_int_tensor", _set(lam=torch.ones(B, dtype=torch.int64)), TypeError, r"\blam\b", ()),
     # Boxes
     ("boxes_below_bottom", _set(boxes=_boxes((0, 2, 0, 2), (1, H + 1, 0, W))), ValueError, r"\bboxes\b", ()),
     ("boxes_past_right", _set(boxes=_boxes((0, H, 3, W + 1))), ValueError, r"\bboxes\b", ()),
@@ -151,14 +134,14 @@ CASES = [
         _set(x=_uint8, mean=torch.tensor(_MEAN, device=META), std=torch.tensor(_STD)),
         ValueError,
         r"\bmean\b",
-        CHANNEL_DEVICE_BUG,
+        (),
     ),
     (
         "std_other_device",
         _set(x=_uint8, mean=torch.tensor(_MEAN), std=torch.tensor(_STD, device=META)),
         ValueError,
         r"\bstd\b",
-        CHANNEL_DEVICE_BUG,
+        (),
     ),
     ("x_other_device", _set(x=torch.empty(B, C, H, W, device=META)), ValueError, r"\bx is on meta\b", ()),
     # x
@@ -170,8 +153,8 @@ CASES = [
     # num_classes and label_smoothing
     ("num_classes_zero", _set(num_classes=0), ValueError, r"\bnum_classes\b", ()),
     ("num_classes_negative", _set(num_classes=-3), ValueError, r"\bnum_classes\b", ()),
-    ("num_classes_float", _set(num_classes=2.5), ValueError, r"num_classes must", {"cpp": NUM_CLASSES_TYPE_BUG}),
-    ("num_classes_bool", _set(num_classes=True), ValueError, r"num_classes must", {"cpp": NUM_CLASSES_TYPE_BUG}),
+    ("num_classes_float", _set(num_classes=2.5), ValueError, r"num_classes must", ()),
+    ("num_classes_bool", _set(num_classes=True), ValueError, r"num_classes must", ()),
     ("label_smoothing_negative", _set(label_smoothing=-0.1), ValueError, r"\blabel_smoothing\b", ()),
     ("label_smoothing_above_one", _set(label_smoothing=1.5), ValueError, r"\blabel_smoothing\b", ()),
     ("label_smoothing_nan", _set(label_smoothing=math.nan), ValueError, r"\blabel_smoothing\b", ()),

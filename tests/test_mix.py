@@ -469,28 +469,10 @@ def test_float_normalize(backend, dtype, gen):
     _check_targets(y, ey, B, 3)
 
 
-_CPP_FP64_NORMALIZE = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: the C++ kernel normalises uint8 in float64 when out_dtype is float64; "
-    "DESIGN.md and the reference normalise in float32 (results differ by ~1e-7)",
-)
-_TRITON_FP64_NORMALIZE = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Triton F64 + NORMALIZE calls tl.math.div_rn on float64 values, which only "
-    "takes float32: uint8 -> float64 and float64 x with mean/std crash",
-)
-
-
 def _fp64_normalize_cases():
     for b in CPU_BACKENDS:
         for xdtype in (torch.uint8, torch.float64):
-            marks = ()
-            if b == "cpp" and xdtype == torch.uint8:
-                marks = _CPP_FP64_NORMALIZE
-            elif b == "triton":
-                marks = _TRITON_FP64_NORMALIZE
-            yield pytest.param(b, xdtype, marks=marks, id=f"{b}-{xdtype}")
+            yield pytest.param(b, xdtype, id=f"{b}-{xdtype}")
 
 
 @pytest.mark.parametrize("backend, xdtype", list(_fp64_normalize_cases()))
