@@ -140,7 +140,8 @@ std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tens
 std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& target, int64_t num_classes,
                                     double label_smoothing) {
   const int64_t B = x.size(0);
-  TORCH_CHECK_VALUE(num_classes >= 1, "mixup_fused: num_classes must be >= 1, got ", num_classes);
+  TORCH_CHECK_VALUE(num_classes >= 1 && num_classes <= 2147483647LL,
+                    "mixup_fused: num_classes must be an int in [1, 2**31 - 1], got ", num_classes);
   TORCH_CHECK_VALUE(label_smoothing >= 0.0 && label_smoothing <= 1.0,
                     "mixup_fused: label_smoothing must be in [0, 1], got ", label_smoothing);
   check_same_device(x, target, "target");

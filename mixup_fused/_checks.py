@@ -54,8 +54,8 @@ def check_args(
             _fail(TypeError, f"boxes must be an integer tensor, got {boxes.dtype}")
         if boxes.dim() != 2 or boxes.shape[0] != B or boxes.shape[1] != 4:
             _fail(ValueError, f"boxes must have shape [B, 4] = [{B}, 4], got {list(boxes.shape)}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        _fail(ValueError, f"num_classes must be an int >= 1, got {num_classes!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= 2**31 - 1:
+        _fail(ValueError, f"num_classes must be an int in [1, 2**31 - 1], got {num_classes!r}")
     if not (0.0 <= label_smoothing <= 1.0):
         _fail(ValueError, f"label_smoothing must be in [0, 1], got {label_smoothing}")
     if target.dtype in FLOAT_DTYPES:

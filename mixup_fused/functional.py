@@ -6,10 +6,29 @@ from collections.abc import Sequence
 
 import torch
 
-from . import ops
+from . import _checks, ops
 from .reference import mix_targets_reference
 
 __all__ = ["mix", "mix_features", "mix_targets"]
+
+
+MAX_CLASSES = 2**31 - 1  # class ids and K are int32 in the kernels' target indexing
+
+
+def _check_scalars(num_classes, label_smoothing) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"mixup_fused: num_classes must be an int in [1, 2**31 - 1], got {num_classes!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"mixup_fused: label_smoothing must be a float, got {type(label_smoothing).__name__}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def _check_tensor(name: str, v, optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"mixup_fused: {name} must be a tensor, got {type(v).__name__}")
 
 
 def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
@@ -94,22 +113,15 @@ def mix(
         ``(x_out, y_out)``: the mixed images (``x`` itself when ``inplace``) and
         the mixed, smoothed float32 targets ``[B, K]``.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"mixup_fused: x must be a tensor, got {type(x).__name__}")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"mixup_fused: target must be a tensor, got {type(target).__name__}")
-    if not isinstance(perm, torch.Tensor):
-        raise TypeError(f"mixup_fused: perm must be a tensor, got {type(perm).__name__}")
-    if boxes is not None and not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"mixup_fused: boxes must be a tensor or None, got {type(boxes).__name__}")
+    _check_tensor("x", x)
+    _check_tensor("target", target)
+    _check_tensor("perm", perm)
+    _check_tensor("boxes", boxes, optional=True)
     if x.dim() < 1:
         raise ValueError("mixup_fused: x must have a batch dimension, got a 0-d tensor")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"mixup_fused: num_classes must be an int >= 1, got {num_classes!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"mixup_fused: label_smoothing must be a float, got {type(label_smoothing).__name__}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_scalars(num_classes, label_smoothing)
+    if out_dtype is not None and not isinstance(out_dtype, torch.dtype):
+        raise TypeError(f"mixup_fused: out_dtype must be a torch.dtype or None, got {out_dtype!r}")
     backend = ops.resolve_backend(backend, x)
     lam_t = _as_lam(lam, x, out_dtype)
     mean_t = _as_channel_tensor(mean, "mean", x)
@@ -140,11 +152,23 @@ def mix(
 def mix_targets(
     target: torch.Tensor, perm: torch.Tensor, lam, *, num_classes: int, label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Only the targets: ``lam * s(t) + (1 - lam) * s(t[perm])``, float32 ``[B, K]``."""
+    """Only the targets: ``lam * s(t) + (1 - lam) * s(t[perm])``, float32 ``[B, K]``.
+
+    Validated like :func:`mix` (a class id out of range, a perm that is not a
+    permutation or lam outside [0, 1] raise errors naming the argument)."""
+    _check_tensor("target", target)
+    _check_tensor("perm", perm)
+    _check_scalars(num_classes, label_smoothing)
+    if target.dim() < 1:
+        raise ValueError("mixup_fused: target must have a batch dimension, got a 0-d tensor")
     B = target.shape[0]
-    if not isinstance(lam, torch.Tensor):
-        lam = torch.full((B,), float(lam), dtype=torch.float32, device=target.device)
-    return mix_targets_reference(target, perm, lam.expand(B), num_classes, label_smoothing)
+    # The checks want an x of the batch's size and device; a zero-width one costs nothing.
+    x = torch.empty((B, 0), dtype=torch.float32, device=target.device)
+    lam = _as_lam(lam, x, None)
+    _checks.check_args(x, target, perm, lam, None, num_classes, label_smoothing)
+    if target.device.type != "meta":
+        _checks.check_values(x, target, perm, lam, None, num_classes)
+    return mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
 
 
 def mix_features(
@@ -177,6 +201,8 @@ def mix_features(
             x = block(x)
         loss = soft_target_cross_entropy(head(x), y)
     """
+    _check_tensor("h", h)
+    _check_tensor("target", target, optional=True)
     if target is None:
         if num_classes is not None:
             raise ValueError("mixup_fused: num_classes is only used together with target")

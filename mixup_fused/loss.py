@@ -22,6 +22,12 @@ def soft_target_cross_entropy(x: torch.Tensor, target: torch.Tensor, reduction: 
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"mixup_fused: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not isinstance(x, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError("mixup_fused: soft_target_cross_entropy expects tensors x (logits) and target")
+    if x.shape != target.shape:
+        raise ValueError(
+            f"mixup_fused: logits x {list(x.shape)} and target {list(target.shape)} must have the same shape"
+        )
     loss = torch.sum(-target * F.log_softmax(x, dim=-1), dim=-1)
     if reduction == "mean":
         return loss.mean()

@@ -27,8 +27,7 @@ from __future__ import annotations
 import torch
 
 from . import sampling
-from .functional import mix
-from .reference import smooth_targets
+from .functional import mix, mix_targets
 
 __all__ = ["Mixup"]
 
@@ -119,8 +118,10 @@ class Mixup:
         self.cutmix_alpha = cutmix_alpha
         self.cutmix_minmax = cutmix_minmax
         if self.cutmix_minmax is not None:
-            if len(self.cutmix_minmax) != 2:
-                raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {cutmix_minmax!r}")
+            if len(self.cutmix_minmax) != 2 or not 0.0 <= self.cutmix_minmax[0] < self.cutmix_minmax[1] <= 1.0:
+                raise ValueError(
+                    f"mixup_fused: cutmix_minmax must be (min, max) with 0 <= min < max <= 1, got {cutmix_minmax!r}"
+                )
             # As timm: with minmax boxes, alpha only decides nothing but "CutMix is on".
             self.cutmix_alpha = 1.0
         self.mix_prob = prob
@@ -193,6 +194,8 @@ class Mixup:
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         if not isinstance(x, torch.Tensor) or x.dim() < 1:
             raise TypeError("mixup_fused: Mixup expects a batch tensor x of shape [B, ...]")
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(f"mixup_fused: target must be a tensor, got {type(target).__name__}")
         img_size = tuple(x.shape[-2:]) if x.dim() == 4 else None
         if img_size is None and self.mixup_enabled and self.config.cutmix_on:
             raise ValueError(f"mixup_fused: CutMix needs x of shape [B, C, H, W], got {list(x.shape)}")
@@ -235,8 +238,9 @@ class Mixup:
                 check=not x.is_cuda and self.sampler != "device",
             )
         elif params.mixes is False:
-            # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as timm does.
-            y = smooth_targets(target, self.num_classes, eps)
+            # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as
+            # timm does; the targets are checked like the op's.
+            y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
             x_out = x
         else:
             x_out, y = mix(

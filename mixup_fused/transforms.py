@@ -132,6 +132,8 @@ class _BaseMixUpCutMix(torch.nn.Module):
         raise NotImplementedError
 
     def _targets_in(self, labels: torch.Tensor, device):
+        if labels.device != device and labels.device.type != "cpu":
+            raise ValueError(f"mixup_fused: labels are on {labels.device} but the images are on {device}")
         if labels.ndim == 1:
             return labels.to(device).long(), self.num_classes
         soft = labels.to(device)

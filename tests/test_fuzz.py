@@ -45,25 +45,8 @@ FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20260601"))
 # Known product bugs, reported, each with a strict xfail test below. The fuzz
 # run does not fail on these signatures again, so that a new problem stands
 # out: (entry point, regex on "<exception type>: <message>", bug id).
-KNOWN = [
-    # num_classes has no upper bound: from 2**62 the registered op's schema
-    # parser (RuntimeError) or the [B, K] allocation (RuntimeError,
-    # OverflowError) answer instead of a ValueError naming num_classes.
-    (r"mix|mix_features|Mixup|op", r"RuntimeError: mixup_fused::mix_?\(\) Expected a value of type 'int' for argument "
-     r"'num_classes'", "num_classes-unchecked"),
-    (r"mix|mix_features|Mixup|op", r"RuntimeError: Storage size calculation overflowed", "num_classes-unchecked"),
-    (r"mix|mix_features|mix_targets", r"OverflowError: int too big to convert", "num_classes-unchecked"),
-    (r"mix|mix_features|Mixup", r"RuntimeError: mixup_fused::mix\(\) Expected a value of type 'Optional\[int\]' for "
-     r"argument 'out_dtype'", "out_dtype-unchecked"),
-    (r"mix_targets", r".*", "mix_targets-unchecked"),
-    (r"mix_features", r"AttributeError: '[\w.]+' object has no attribute", "mix_features-non-tensor"),
-    (r"Mixup", r"AttributeError: '[\w.]+' object has no attribute 'device'", "Mixup-unchecked"),
-    (r"Mixup|MixUp|CutMix", r"(RuntimeError|IndexError): index -?N is out of bounds", "Mixup-unchecked"),
-    (r"Mixup", r"RuntimeError: random_ expects 'from' to be less than 'to'", "Mixup-unchecked"),
-    (r"Mixup|MixUp|CutMix", r"(RuntimeError|NotImplementedError): Cannot copy out of meta tensor", "meta-transforms"),
-    (r"MixUp|CutMix", r"RuntimeError: Trying to create tensor with negative dimension", "transforms-unchecked"),
-    (r"MixUp|CutMix", r"ZeroDivisionError", "transforms-unchecked"),
-    (r"soft_target_cross_entropy", r"RuntimeError: The size of tensor a", "loss-shapes-unchecked"),
+KNOWN: list[tuple[str, str, str]] = [
+    # (entry points regex, exception regex, bug id): documented open bugs; none at present.
 ]  # fmt: skip
 
 
@@ -594,12 +577,6 @@ def test_num_classes_of_the_wrong_type_is_refused(backend, num_classes):
         mf.mix(x, t, p, 0.5, num_classes=num_classes, backend=backend)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug num_classes-unchecked: mix() has no upper bound on num_classes: 2**62 reaches the [B, K] "
-    "allocation (RuntimeError 'Storage size calculation overflowed'), 2**63 the op schema (RuntimeError "
-    "'Expected a value of type int'), 2**64 an OverflowError, instead of a ValueError naming num_classes",
-)
 @pytest.mark.parametrize("backend, num_classes", [("cpp", 2**62), ("cpp", 2**63), ("reference", 2**64)])
 def test_num_classes_too_large_for_an_index_is_refused(backend, num_classes):
     import mixup_fused as mf
@@ -621,11 +598,6 @@ def test_label_smoothing_of_the_wrong_type_is_refused(backend, eps):
         mf.mix(x, t, p, 0.5, num_classes=5, label_smoothing=eps, backend=backend)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug out_dtype-unchecked: mix(out_dtype='float32' or float) raises the op schema's RuntimeError "
-    "('Expected a value of type Optional[int] for argument out_dtype') on the cpp backend",
-)
 @pytest.mark.parametrize("out_dtype", ["float32", float])
 def test_out_dtype_is_checked(out_dtype):
     import mixup_fused as mf
@@ -650,12 +622,6 @@ def test_meta_tensors_get_shapes_or_a_clear_error(backend):
     assert out.shape == x.shape and y.shape == (4, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug mix_targets-unchecked: mix_targets() validates nothing: lam = 2 or NaN gives negative or NaN "
-    "targets silently; a class id >= num_classes raises RuntimeError (index out of bounds), num_classes = 0 "
-    "ZeroDivisionError, target None AttributeError",
-)
 @pytest.mark.parametrize("case", ["lam_2", "lam_nan", "class_id_out_of_range", "num_classes_0", "target_none"])
 def test_mix_targets_is_checked_like_mix(case):
     import mixup_fused as mf
@@ -673,11 +639,6 @@ def test_mix_targets_is_checked_like_mix(case):
         assert bool((y >= 0).all()), f"mix_targets returned invalid targets {y.tolist()}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug mix_features-non-tensor: mix_features() touches h.dim() / target.is_floating_point() before any "
-    "check, so a non-tensor h or target raises AttributeError",
-)
 @pytest.mark.parametrize("case", ["h_str", "target_int"])
 def test_mix_features_checks_its_arguments(case):
     import mixup_fused as mf
@@ -690,13 +651,6 @@ def test_mix_features_checks_its_arguments(case):
             mf.mix_features(x, p, 0.5, target=3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug Mixup-unchecked: Mixup.__call__ builds targets without the op's checks when nothing is mixed "
-    "(prob=0, or a batch of one): a class id >= num_classes raises RuntimeError (index out of bounds); a target "
-    "that is not a tensor raises AttributeError; cutmix_minmax=(0.9, 0.1) with a generator raises RuntimeError "
-    "from random_",
-)
 @pytest.mark.parametrize("case", ["prob_0_bad_id", "batch_of_one_bad_id", "target_str", "minmax_reversed"])
 def test_mixup_checks_its_arguments(case):
     import torch
@@ -716,12 +670,6 @@ def test_mixup_checks_its_arguments(case):
             mf.Mixup(num_classes=5, cutmix_minmax=(0.9, 0.1), generator=g)(x, t)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug transforms-unchecked: CutMix on integer images other than uint8 skips the op's checks "
-    "(num_classes=-1: RuntimeError 'negative dimension'; class id -2: RuntimeError index out of bounds); "
-    "MixUp/CutMix with labels on 'meta' raise NotImplementedError('Cannot copy out of meta tensor')",
-)
 @pytest.mark.parametrize("case", ["int32_images_num_classes_-1", "int8_images_negative_id", "meta_labels"])
 def test_transforms_check_their_arguments(case):
     import torch
@@ -738,11 +686,6 @@ def test_transforms_check_their_arguments(case):
             mf.MixUp(num_classes=5)(x, t.to("meta"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug loss-shapes-unchecked: soft_target_cross_entropy() with logits [B, K] and targets of another "
-    "shape raises a broadcasting RuntimeError instead of a ValueError naming the shapes",
-)
 def test_soft_target_cross_entropy_checks_shapes():
     import torch
 
