@@ -15,6 +15,11 @@ debug = os.environ.get("DEBUG", "0") == "1"
 extra_cxx = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
 # No FMA contraction: every backend rounds exactly like the reference.
 extra_cxx += ["-ffp-contract=off"]
+# at::parallel_for is an inline '#pragma omp parallel' in ATen's headers: without
+# OpenMP the extension's loops would run on one thread. The libgomp.so.1 that
+# torch ships (and has already loaded) serves the extension too.
+extra_cxx += ["-fopenmp"]
+extra_link = ["-fopenmp"]
 
 setup(
     name="mixup_fused",
@@ -24,6 +29,7 @@ setup(
             "mixup_fused._C",
             sorted(glob.glob("csrc/*.cpp")),
             extra_compile_args={"cxx": extra_cxx + ["-std=c++17"]},
+            extra_link_args=extra_link,
             py_limited_api=False,
         )
     ],
