@@ -24,6 +24,15 @@ def _check_scalars(num_classes, label_smoothing) -> None:
         raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
 
 
+def channel_stats(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Per-channel normalisation settings of the drop-in classes, as tuples of floats."""
+    if (mean is None) != (std is None):
+        raise ValueError("mixup_fused: mean and std must be given together")
+    if mean is None:
+        return None, None
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def _check_tensor(name: str, v, optional: bool = False) -> None:
     if v is None and optional:
         return

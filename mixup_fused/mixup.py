@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from . import sampling
-from .functional import mix, mix_targets
+from .functional import channel_stats, mix, mix_targets
 
 __all__ = ["Mixup"]
 
@@ -144,10 +144,7 @@ class Mixup:
         if sampler not in sampling.SAMPLERS:
             raise ValueError(f"mixup_fused: sampler must be one of {sampling.SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
-        if (mean is None) != (std is None):
-            raise ValueError("mixup_fused: mean and std must be given together")
-        self.mean = None if mean is None else tuple(float(v) for v in mean)
-        self.std = None if std is None else tuple(float(v) for v in std)
+        self.mean, self.std = channel_stats(mean, std)
         self.out_dtype = out_dtype
         self.memory_format = memory_format
         self._norm_cache = None
@@ -205,6 +202,8 @@ class Mixup:
     def apply(self, x: torch.Tensor, target: torch.Tensor, params: sampling.MixParams):
         """Mix ``x`` (in place) and build the targets with drawn ``params``: at most one launch."""
         if target.device != x.device:
+            if target.device.type != "cpu":
+                raise ValueError(f"mixup_fused: target is on {target.device} but x is on {x.device}")
             target = target.to(x.device, non_blocking=True)
         if self.multi_label:
             if target.dim() != 2 or target.shape[1] != self.num_classes:
@@ -218,9 +217,15 @@ class Mixup:
                 target = target.long()
         lam_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         params = params.to(x.device, lam_dtype)
-        if self.mean is not None or x.dtype == torch.uint8:
-            # Normalise and mix in one pass, out of place (the dtype changes);
-            # also when nothing mixes, since the batch still needs normalising.
+        normalize = self.mean is not None or x.dtype == torch.uint8
+        if params.mixes is False and not normalize:
+            # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as
+            # timm does; the targets are checked like the op's.
+            y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
+            x_out = x
+        else:
+            # A normalised (uint8) batch changes dtype, so it is mixed out of
+            # place -- also when nothing mixes, since it still needs normalising.
             mean, std = self._norm_tensors(x.device)
             x_out, y = mix(
                 x,
@@ -230,29 +235,12 @@ class Mixup:
                 num_classes=self.num_classes,
                 label_smoothing=eps,
                 boxes=params.boxes,
+                inplace=not normalize and not x.requires_grad,
                 backend=self.backend,
                 mean=mean,
                 std=std,
-                out_dtype=self.out_dtype,
-                memory_format=self.memory_format,
-                check=not x.is_cuda and self.sampler != "device",
-            )
-        elif params.mixes is False:
-            # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as
-            # timm does; the targets are checked like the op's.
-            y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
-            x_out = x
-        else:
-            x_out, y = mix(
-                x,
-                target,
-                params.perm,
-                params.lam,
-                num_classes=self.num_classes,
-                label_smoothing=eps,
-                boxes=params.boxes,
-                inplace=not x.requires_grad,
-                backend=self.backend,
+                out_dtype=self.out_dtype if normalize else None,
+                memory_format=self.memory_format if normalize else None,
                 # Our own draws are valid; on a GPU the value checks would cost a sync.
                 check=not x.is_cuda and self.sampler != "device",
             )

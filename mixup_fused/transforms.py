@@ -23,7 +23,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from . import sampling
-from .functional import mix, mix_targets
+from .functional import channel_stats, mix, mix_targets
 
 __all__ = ["CutMix", "MixUp"]
 
@@ -76,10 +76,7 @@ class _BaseMixUpCutMix(torch.nn.Module):
         memory_format: torch.memory_format | None = None,
     ) -> None:
         super().__init__()
-        if (mean is None) != (std is None):
-            raise ValueError("mixup_fused: mean and std must be given together")
-        self.mean = None if mean is None else tuple(float(v) for v in mean)
-        self.std = None if std is None else tuple(float(v) for v in std)
+        self.mean, self.std = channel_stats(mean, std)
         self.out_dtype = out_dtype
         self.memory_format = memory_format
         if not float(alpha) > 0:
