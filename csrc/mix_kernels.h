@@ -104,19 +104,33 @@ struct Narrow<f16> {
   }
 };
 
+// Per-channel statistics. For NHWC lines (channels cycling along the line)
+// they are also spread out per column of a line, so the loops stay simple
+// element-wise code that vectorises.
 template <typename acc_t>
 struct Norm {
   bool on = false;
   int64_t C = 1;
-  acc_t* mean = nullptr;  // [C], then std [C], in one allocation
+  acc_t* mean = nullptr;  // [C]; then std [C]; then, for NHWC, line_mean [L] and line_std [L]
   acc_t* std = nullptr;
-  Norm(bool enabled, int64_t channels, const double* m, const double* s) : on(enabled), C(channels) {
+  acc_t* line_mean = nullptr;
+  acc_t* line_std = nullptr;
+  Norm(bool enabled, int64_t channels, int64_t line, bool nhwc, const double* m, const double* s)
+      : on(enabled), C(channels) {
     if (!on) return;
-    mean = new acc_t[2 * C];
+    const int64_t L = nhwc ? line : 0;
+    mean = new acc_t[2 * C + 2 * L];
     std = mean + C;
     for (int64_t c = 0; c < C; ++c) {
       mean[c] = static_cast<acc_t>(m[c]);
       std[c] = static_cast<acc_t>(s[c]);
+    }
+    if (!nhwc) return;
+    line_mean = std + C;
+    line_std = line_mean + L;
+    for (int64_t j = 0; j < L; ++j) {
+      line_mean[j] = mean[j % C];
+      line_std[j] = std[j % C];
     }
   }
   ~Norm() { delete[] mean; }
@@ -124,8 +138,9 @@ struct Norm {
   Norm& operator=(const Norm&) = delete;
 };
 
-// dst[j] = f(src[j]); f normalises with channel c (NCHW) or with channels
-// cycling from 0 (NHWC: n is a multiple of C).
+// dst[j] = f(src[j]) over n elements. f normalises with channel ``c`` (NCHW:
+// constant along a line) or, with ``cycle`` (NHWC), with the statistics of
+// line columns ``c, c + 1, ...`` (``c`` is then the span's first column).
 template <typename in_t, typename out_t, typename acc_t>
 inline void copy_span(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const Norm<acc_t>& nm, int64_t c,
                       bool cycle) {
@@ -135,14 +150,13 @@ inline void copy_span(out_t* __restrict dst, const in_t* __restrict src, int64_t
     const acc_t m = nm.mean[c], s = nm.std[c];
     for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from((ld<acc_t>(src[j]) - m) / s);
   } else {
-    const int64_t C = nm.C;
-    for (int64_t j = 0; j < n; j += C)
-      for (int64_t k = 0; k < C; ++k)
-        dst[j + k] = Narrow<out_t>::from((ld<acc_t>(src[j + k]) - nm.mean[k]) / nm.std[k]);
+    const acc_t* __restrict m = nm.line_mean + c;
+    const acc_t* __restrict s = nm.line_std + c;
+    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from((ld<acc_t>(src[j]) - m[j]) / s[j]);
   }
 }
 
-// dst[j] = ws * f(a[j]) + wp * f(b[j]).
+// dst[j] = ws * f(a[j]) + wp * f(b[j]), f as in copy_span.
 template <typename in_t, typename out_t, typename acc_t>
 inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n, acc_t ws,
                      acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
@@ -156,13 +170,13 @@ inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t
       dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
     }
   } else {
-    const int64_t C = nm.C;
-    for (int64_t j = 0; j < n; j += C)
-      for (int64_t k = 0; k < C; ++k) {
-        const acc_t va = (ld<acc_t>(a[j + k]) - nm.mean[k]) / nm.std[k];
-        const acc_t vb = (ld<acc_t>(b[j + k]) - nm.mean[k]) / nm.std[k];
-        dst[j + k] = Narrow<out_t>::from(ws * va + wp * vb);
-      }
+    const acc_t* __restrict m = nm.line_mean + c;
+    const acc_t* __restrict s = nm.line_std + c;
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t va = (ld<acc_t>(a[j]) - m[j]) / s[j];
+      const acc_t vb = (ld<acc_t>(b[j]) - m[j]) / s[j];
+      dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
+    }
   }
 }
 
@@ -172,7 +186,7 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
   const Geometry& g = args.g;
   const in_t* x = static_cast<const in_t*>(args.x);
   out_t* out = static_cast<out_t*>(args.out);
-  const Norm<acc_t> nm(args.normalize, g.C, args.mean, args.std);
+  const Norm<acc_t> nm(args.normalize, g.C, line_len(g), g.layout == kNHWC, args.mean, args.std);
   const bool lines = by_lines(g, args.cutmix, args.normalize);
   const int64_t upr = units_per_row(g, lines);
   if (!lines) {
@@ -211,9 +225,10 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
         } else {
           // Self outside the box, partner inside: three spans.
           const int64_t c0 = bs.x0 * k, c1 = bs.x1 * k;
+          // (NHWC: the channel statistics start at the span's first column.)
           copy_span<in_t, out_t, acc_t>(o + off, xa + off, c0, nm, c, cycle);
-          copy_span<in_t, out_t, acc_t>(o + off + c0, xb + off + c0, c1 - c0, nm, c, cycle);
-          copy_span<in_t, out_t, acc_t>(o + off + c1, xa + off + c1, L - c1, nm, c, cycle);
+          copy_span<in_t, out_t, acc_t>(o + off + c0, xb + off + c0, c1 - c0, nm, cycle ? c0 : c, cycle);
+          copy_span<in_t, out_t, acc_t>(o + off + c1, xa + off + c1, L - c1, nm, cycle ? c1 : c, cycle);
         }
         continue;
       }
