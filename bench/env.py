@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 
 import torch
 
@@ -115,3 +116,33 @@ def describe(device: torch.device) -> dict:
     else:
         info["machine"] = f"{info['cpu']}, {info['cpu_count']} cores ({info['torch_threads']} torch threads)"
     return info
+
+
+class CPUContention:
+    """How much CPU other processes used during the run (from /proc/stat minus our own
+    CPU time), as a fraction of all cores: timings taken beside other work are noisy."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        # user nice system idle iowait irq softirq steal (guest time is already inside user)
+        busy = sum(fields[:3]) + sum(fields[5:8])
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return {"busy_s": busy / hz, "own_s": own, "wall": time.monotonic()}
+
+    def other_fraction(self) -> float | None:
+        end = self._snapshot()
+        if self.start is None or end is None:
+            return None
+        wall = end["wall"] - self.start["wall"]
+        other = (end["busy_s"] - self.start["busy_s"]) - (end["own_s"] - self.start["own_s"])
+        return max(0.0, other) / max(wall * (os.cpu_count() or 1), 1e-9)

@@ -12,6 +12,7 @@ between calls, median), or plain CUDA events if triton is missing.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -31,13 +32,14 @@ class Timing:
 
 @dataclass
 class Budget:
-    """How long to time one provider: at least ``min_reps`` calls, then more
-    until ``seconds`` of measured time or ``max_reps`` calls."""
+    """How long to time one case: ``warmup`` untimed calls per provider, then
+    rounds of one timed call per provider: at least ``min_reps`` rounds, more
+    until about ``seconds`` of measured time, at most ``max_reps``."""
 
     warmup: int = 2
     min_reps: int = 5
-    max_reps: int = 25
-    seconds: float = 0.3
+    max_reps: int = 15
+    seconds: float = 1.0
 
 
 def _summary(samples_ms: list[float]) -> Timing:
@@ -59,31 +61,46 @@ class CacheFlusher:
 
 
 class CPUTimer:
+    """Times a case's providers interleaved: round r calls every provider once
+    (in an order rotated by r), so that a burst of load from other processes
+    lands on all providers alike instead of on whichever ran at that moment."""
+
     def __init__(self, flusher: CacheFlusher | None):
         self.flusher = flusher
 
     def describe(self) -> str:
+        how = "time.perf_counter per call, providers of a case interleaved round by round"
         if self.flusher is None or self.flusher.buffer is None:
-            return "time.perf_counter per call, caches NOT flushed (warm cache)"
+            return how + "; caches NOT flushed (warm cache)"
         return (
-            f"time.perf_counter per call; before each timed call the caches are flushed by reading a "
+            f"{how}; before each timed call the caches are flushed by reading a "
             f"{self.flusher.nbytes / 2**20:.0f} MiB buffer (the L3 size), outside the timed region"
         )
 
-    def __call__(self, fn: Callable[[], object], budget: Budget) -> Timing:
-        for _ in range(budget.warmup):
-            fn()
-        samples: list[float] = []
-        spent = 0.0
-        while len(samples) < budget.max_reps and (len(samples) < budget.min_reps or spent < budget.seconds):
-            if self.flusher is not None:
-                self.flusher()
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            spent += dt
-            samples.append(dt * 1e3)
-        return _summary(samples)
+    def _once(self, fn) -> float:
+        if self.flusher is not None:
+            self.flusher()
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    def time_all(self, fns: dict[str, Callable[[], object]], budget: Budget, on_round=None) -> dict[str, Timing]:
+        keys = list(fns)
+        if not keys:
+            return {}
+        for k in keys:
+            for _ in range(budget.warmup):
+                fns[k]()
+        samples = {k: [self._once(fns[k])] for k in keys}
+        per_round_s = sum(v[0] for v in samples.values()) / 1e3
+        rounds = min(budget.max_reps, max(budget.min_reps, math.ceil(budget.seconds / max(per_round_s, 1e-9))))
+        for r in range(1, rounds):
+            order = keys[r % len(keys) :] + keys[: r % len(keys)]
+            for k in order:
+                samples[k].append(self._once(fns[k]))
+            if on_round is not None:
+                on_round(r, rounds)
+        return {k: _summary(v) for k, v in samples.items()}
 
 
 class CUDATimer:
@@ -100,11 +117,14 @@ class CUDATimer:
             return "triton.testing.do_bench (CUDA events per call, L2 cleared between calls), median"
         return "CUDA events per call (triton not importable), L2 cleared between calls, median"
 
-    def __call__(self, fn: Callable[[], object], budget: Budget) -> Timing:
+    def time_all(self, fns: dict[str, Callable[[], object]], budget: Budget, on_round=None) -> dict[str, Timing]:
+        return {k: self.time_one(fn, budget) for k, fn in fns.items()}
+
+    def time_one(self, fn: Callable[[], object], budget: Budget) -> Timing:
         if self.do_bench is not None:
             # do_bench sizes its repetitions by time (ms); quantiles give the spread.
-            warm_ms = max(5.0, 25.0 * budget.seconds)
-            rep_ms = max(20.0, 250.0 * budget.seconds)
+            warm_ms = max(5.0, 10.0 * budget.seconds)
+            rep_ms = max(20.0, 60.0 * budget.seconds)
             q = self.do_bench(fn, warmup=warm_ms, rep=rep_ms, quantiles=[0.0, 0.25, 0.5, 0.75])
             return Timing(median_ms=q[2], min_ms=q[0], p25_ms=q[1], p75_ms=q[3], reps=-1)
         return self._events(fn, budget)
