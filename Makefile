@@ -20,6 +20,8 @@ $(VENV)/.deps: pyproject.toml Makefile
 	@$(VPY) -c "import triton" 2>/dev/null || $(PIP) install -q "$(TRITON_SPEC)"
 	$(PIP) install -q numpy pytest hypothesis scipy ruff==0.17.5 ninja tqdm matplotlib setuptools wheel
 	$(PIP) install -q --no-deps "$(TIMM_SPEC)"
+	# kornia: a benchmark peer only (RandomMixUpV2 / RandomCutMixV2); optional.
+	-$(PIP) install -q --no-deps kornia==0.9.0 kornia_rs==0.2.0
 	@touch $@
 
 setup: $(VENV)/.deps
