@@ -28,6 +28,7 @@ directly on ``x``'s device) plug in by implementing ``sample``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -101,7 +102,15 @@ def _pairing_from_lists(batch_size: int, first: torch.Tensor, second: torch.Tens
 
 
 def flip_pairing(batch_size: int, device=None) -> Pairing:
-    """timm's pairing: sample ``i`` with ``B - 1 - i`` (``x.flip(0)``); an odd batch's middle sample with itself."""
+    """timm's pairing: sample ``i`` with ``B - 1 - i`` (``x.flip(0)``); an odd batch's middle sample with itself.
+
+    The result is cached per (batch size, device) -- it never changes -- so
+    its tensors are shared: read them, do not write into them."""
+    return _flip_pairing(batch_size, None if device is None else torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _flip_pairing(batch_size: int, device) -> Pairing:
     first = torch.arange(batch_size // 2, device=device)
     return Pairing(torch.arange(batch_size - 1, -1, -1, device=device), first, batch_size - 1 - first)
 
@@ -524,6 +533,13 @@ def _rows_numpy(mode: str, pair: Pairing, lam_n: np.ndarray, use_cut_n: np.ndarr
     """:func:`_scatter_rows` on the host, in numpy (a few microseconds instead
     of a few dozen small torch ops), plus the host hints of :func:`_on_host`."""
     B = pair.perm.shape[0]
+    if mode == "batch" and not use_cut_n[0]:
+        # The common case, kept short: one blend weight for every paired sample.
+        lam_b = float(lam_n[0])
+        lam = torch.full((B,), lam_b, dtype=torch.float64)
+        if B % 2:
+            lam[pair.perm == torch.arange(B)] = 1.0  # the sample paired with itself
+        return MixParams(pair, lam, None, mixes=lam_b != 1.0 and B > 1)
     first, second = pair.first.numpy(), pair.second.numpy()
     box_n = np.where(
         use_cut_n[:, None], box_n, np.where((lam_n != 1.0)[:, None], np.array(NO_BOX), np.array(EMPTY_BOX))
