@@ -559,32 +559,26 @@ def ours_mixup_half(inp: Inputs) -> Prepared:
     return _ours_mixup_class(inp, "half", cutmix=False, rows=B - B // 2)
 
 
-def ours_tv_mixup(inp: Inputs) -> Prepared:
-    _require_images(inp, "MixUp")
-    MixUp = ours_attr("MixUp")
-    op = MixUp(alpha=1.0, num_classes=inp.case.num_classes)
+def _ours_tv(inp: Inputs, name: str, cutmix: bool) -> Prepared:
+    """Our torchvision-style transform ``name`` ('MixUp' or 'CutMix'), checked from its output."""
+    _require_images(inp, name)
+    op = ours_attr(name)(alpha=1.0, num_classes=inp.case.num_classes)
     perm = peers.tv_perm(inp.case.batch, inp.x.device)
 
     def check():
         _seed_everything()
         out, y = op(inp.x, inp.target)
-        return check_mix_inferred(inp, out, y, perm, cutmix=False, label_smoothing=0.0)
+        return check_mix_inferred(inp, out, y, perm, cutmix=cutmix, label_smoothing=0.0)
 
     return Prepared(lambda: op(inp.x, inp.target), check)
+
+
+def ours_tv_mixup(inp: Inputs) -> Prepared:
+    return _ours_tv(inp, "MixUp", cutmix=False)
 
 
 def ours_tv_cutmix(inp: Inputs) -> Prepared:
-    _require_images(inp, "CutMix")
-    CutMix = ours_attr("CutMix")
-    op = CutMix(alpha=1.0, num_classes=inp.case.num_classes)
-    perm = peers.tv_perm(inp.case.batch, inp.x.device)
-
-    def check():
-        _seed_everything()
-        out, y = op(inp.x, inp.target)
-        return check_mix_inferred(inp, out, y, perm, cutmix=True, label_smoothing=0.0)
-
-    return Prepared(lambda: op(inp.x, inp.target), check)
+    return _ours_tv(inp, "CutMix", cutmix=True)
 
 
 # ---------------------------------------------------------------------------
