@@ -71,7 +71,7 @@ def dense_rows(x: torch.Tensor) -> torch.Tensor:
 def empty_out_like(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The output of a mix: ``x``'s shape, channels_last if ``x`` is, else contiguous."""
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    return torch.empty(x.shape, dtype=dtype, device=x.device).contiguous(memory_format=fmt)
+    return torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=fmt)
 
 
 def default_out_dtype(x: torch.Tensor, out_dtype):
