@@ -64,6 +64,21 @@ _BITS = {
 }
 
 
+def load_timm_by_path(name: str, relpath: str):
+    """A module of timm (installed with --no-deps), loaded from its file:
+    ``import timm`` would pull torchvision, which cannot be installed here."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("timm is not installed (make setup installs it with --no-deps)")
+    path = os.path.join(spec.submodule_search_locations[0], relpath)
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
 def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise distance in representable values of ``a.dtype`` (+0 == -0)."""
     assert a.dtype == b.dtype

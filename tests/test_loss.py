@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import load_timm_by_path
 
 from mixup_fused import Mixup, SoftTargetCrossEntropy, soft_target_cross_entropy
 
 
 @pytest.fixture(scope="module")
 def timm_loss():
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("timm is not installed (make setup installs it with --no-deps)")
-    path = os.path.join(spec.submodule_search_locations[0], "loss", "cross_entropy.py")
-    mod_spec = importlib.util.spec_from_file_location("_timm_cross_entropy_by_path", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
+    return load_timm_by_path("_timm_cross_entropy_by_path", "loss/cross_entropy.py")
 
 
 @pytest.mark.parametrize("shape", [(8, 10), (5, 3, 7), (1, 1000)])

@@ -21,13 +21,12 @@ targets up to rounding:
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_timm_by_path
 
 import mixup_fused
 from mixup_fused import Mixup, sampling
@@ -56,20 +55,9 @@ MANTISSA_BITS = {torch.float32: 24, torch.bfloat16: 8}
 # ----------------------------------------------------------------------------
 
 
-def _load_by_path(name: str, relpath: str):
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("timm is not installed (make setup installs it with --no-deps)")
-    path = os.path.join(spec.submodule_search_locations[0], relpath)
-    mod_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def timm_mixup():
-    return _load_by_path("_timm_mixup_by_path", "data/mixup.py")
+    return load_timm_by_path("_timm_mixup_by_path", "data/mixup.py")
 
 
 class Recorder:

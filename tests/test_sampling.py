@@ -3,13 +3,12 @@ distributions, pairings, and no host reads on the device path."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_timm_by_path
 from scipy import stats
 
 from mixup_fused import sampling
@@ -18,14 +17,7 @@ from mixup_fused.sampling import NO_BOX, MixupConfig, NumpySampler, TorchSampler
 
 @pytest.fixture(scope="module")
 def timm_mixup():
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("timm is not installed (make setup installs it with --no-deps)")
-    path = os.path.join(spec.submodule_search_locations[0], "data", "mixup.py")
-    mod_spec = importlib.util.spec_from_file_location("_timm_mixup_for_sampling", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
+    return load_timm_by_path("_timm_mixup_for_sampling", "data/mixup.py")
 
 
 def _same_draws(ours, theirs, seed, *args, **kwargs):
