@@ -1,6 +1,8 @@
-// CPU kernels for AVX2 (+F16C), picked at run time when the CPU has them.
+// CPU kernels for AVX2 (+F16C, FMA), picked at run time when the CPU has them.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("avx2,f16c,popcnt")
+#pragma GCC target("avx2,f16c,fma,popcnt")
+#define MIXUP_FAST_DIV 1
+#define MIXUP_MASK_SELECT 1
 #define MIXUP_ISA isa_avx2
 #define MIXUP_ISA_NAME "avx2"
 #include "mix_kernels.h"

@@ -16,6 +16,14 @@
 #error "define MIXUP_ISA before including mix_kernels.h"
 #endif
 
+// The small helpers below must inline into the loops or nothing vectorises;
+// with this many template instances GCC's inlining budget runs out otherwise.
+#if defined(__GNUC__)
+#define MIXUP_INLINE inline __attribute__((always_inline))
+#else
+#define MIXUP_INLINE inline
+#endif
+
 namespace mixup_fused {
 namespace MIXUP_ISA {
 namespace {
@@ -27,12 +35,12 @@ struct f16 {
   uint16_t bits;
 };
 
-inline uint32_t to_bits(float f) {
+MIXUP_INLINE uint32_t to_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
 }
-inline float from_bits(uint32_t u) {
+MIXUP_INLINE float from_bits(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
@@ -41,68 +49,100 @@ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // IEEE half <-> float, branch free (the FP16 library's algorithm, as in c10).
-inline float f16_to_f32(uint16_t h) {
+// The comparisons are signed, on values below 2^31: AVX2 has no unsigned
+// vector compare. For AVX2, MIXUP_MASK_SELECT also spells the selects as
+// masks; GCC leaves the fp16 loops scalar there otherwise (5x slower). With
+// AVX-512 the plain select is faster. Both give the same bits.
+MIXUP_INLINE uint32_t select(bool c, uint32_t a, uint32_t b) {
+#if defined(MIXUP_MASK_SELECT)
+  const uint32_t m = 0u - static_cast<uint32_t>(c);
+  return (a & m) | (b & ~m);
+#else
+  return c ? a : b;
+#endif
+}
+MIXUP_INLINE float f16_to_f32(uint16_t h) {
   const uint32_t w = static_cast<uint32_t>(h) << 16;
   const uint32_t sign = w & 0x80000000u;
   const uint32_t two_w = w + w;
   const float normalized = from_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
   const float denormalized = from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
-  const uint32_t result = sign | (two_w < (1u << 27) ? to_bits(denormalized) : to_bits(normalized));
-  return from_bits(result);
+  const bool denormal = static_cast<int32_t>(two_w >> 27) == 0;  // two_w < 2^27
+  return from_bits(sign | select(denormal, to_bits(denormalized), to_bits(normalized)));
 }
-inline uint16_t f32_to_f16(float f) {
+MIXUP_INLINE uint16_t f32_to_f16(float f) {
   float base = (__builtin_fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
   const uint32_t w = to_bits(f);
-  const uint32_t shl1_w = w + w;
   const uint32_t sign = w & 0x80000000u;
-  uint32_t bias = shl1_w & 0xFF000000u;
-  bias = bias < 0x71000000u ? 0x71000000u : bias;
-  base = from_bits((bias >> 1) + 0x07800000u) + base;
+  int32_t exponent = static_cast<int32_t>((w >> 23) & 0xFFu);  // bias = max(exponent, 0x71) << 24
+  exponent = exponent < 0x71 ? 0x71 : exponent;
+  base = from_bits((static_cast<uint32_t>(exponent) << 23) + 0x07800000u) + base;
   const uint32_t bits = to_bits(base);
   const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
-  return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+  const bool nan = static_cast<int32_t>(w & 0x7FFFFFFFu) > 0x7F800000;
+  return static_cast<uint16_t>((sign >> 16) | select(nan, 0x7E00u, nonsign));
 }
 // bfloat16: round to nearest even; NaN stays a (quiet) NaN.
-inline float bf16_to_f32(uint16_t h) { return from_bits(static_cast<uint32_t>(h) << 16); }
-inline uint16_t f32_to_bf16(float f) {
+MIXUP_INLINE float bf16_to_f32(uint16_t h) { return from_bits(static_cast<uint32_t>(h) << 16); }
+MIXUP_INLINE uint16_t f32_to_bf16(float f) {
   const uint32_t u = to_bits(f);
   const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   const uint32_t nan = (u >> 16) | 0x40u;
   return static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
-inline float widen(float v) { return v; }
-inline double widen(double v) { return v; }
-inline float widen(uint8_t v) { return static_cast<float>(v); }
-inline float widen(bf16 v) { return bf16_to_f32(v.bits); }
-inline float widen(f16 v) { return f16_to_f32(v.bits); }
+MIXUP_INLINE float widen(float v) { return v; }
+MIXUP_INLINE double widen(double v) { return v; }
+MIXUP_INLINE float widen(uint8_t v) { return static_cast<float>(v); }
+MIXUP_INLINE float widen(bf16 v) { return bf16_to_f32(v.bits); }
+MIXUP_INLINE float widen(f16 v) { return f16_to_f32(v.bits); }
 
 template <typename acc_t, typename T>
-inline acc_t ld(const T& v) {
+MIXUP_INLINE acc_t ld(const T& v) {
   return static_cast<acc_t>(widen(v));
 }
 
 template <typename T>
 struct Narrow {
   template <typename A>
-  static T from(A v) {
+  static MIXUP_INLINE T from(A v) {
     return static_cast<T>(v);
   }
 };
 template <>
 struct Narrow<bf16> {
   template <typename A>
-  static bf16 from(A v) {
+  static MIXUP_INLINE bf16 from(A v) {
     return bf16{f32_to_bf16(static_cast<float>(v))};
   }
 };
 template <>
 struct Narrow<f16> {
   template <typename A>
-  static f16 from(A v) {
+  static MIXUP_INLINE f16 from(A v) {
     return f16{f32_to_f16(static_cast<float>(v))};
   }
 };
+
+template <typename T>
+struct IsU8 {
+  static constexpr bool value = false;
+};
+template <>
+struct IsU8<uint8_t> {
+  static constexpr bool value = true;
+};
+
+// (d / s) as d * r with r = 1 / s plus one fused multiply-add correction
+// (Markstein). For uint8 input there are only 256 values of d per channel, so
+// Norm checks all of them against the true quotient once per call and uses
+// this only when every one is bit-identical; the division it replaces is the
+// slowest instruction in the uint8 loops.
+MIXUP_INLINE float fast_div(float d, float s, float r) {
+  const float q = d * r;
+  return __builtin_fmaf(__builtin_fmaf(-q, s, d), r, q);
+}
+MIXUP_INLINE double fast_div(double d, double s, double) { return d / s; }
 
 // Per-channel statistics. For NHWC lines (channels cycling along the line)
 // they are also spread out per column of a line, so the loops stay simple
@@ -110,27 +150,44 @@ struct Narrow<f16> {
 template <typename acc_t>
 struct Norm {
   bool on = false;
+  bool fast = false;  // fast_div is exact for every input value (uint8 input only)
   int64_t C = 1;
-  acc_t* mean = nullptr;  // [C]; then std [C]; then, for NHWC, line_mean [L] and line_std [L]
+  acc_t* mean = nullptr;  // [C]; std [C]; rcp [C]; for NHWC also line_mean, line_std, line_rcp [L]
   acc_t* std = nullptr;
+  acc_t* rcp = nullptr;
   acc_t* line_mean = nullptr;
   acc_t* line_std = nullptr;
-  Norm(bool enabled, int64_t channels, int64_t line, bool nhwc, const double* m, const double* s)
+  acc_t* line_rcp = nullptr;
+  Norm(bool enabled, int64_t channels, int64_t line, bool nhwc, const double* m, const double* s, bool u8_input)
       : on(enabled), C(channels) {
     if (!on) return;
     const int64_t L = nhwc ? line : 0;
-    mean = new acc_t[2 * C + 2 * L];
+    mean = new acc_t[3 * C + 3 * L];
     std = mean + C;
+    rcp = std + C;
     for (int64_t c = 0; c < C; ++c) {
       mean[c] = static_cast<acc_t>(m[c]);
       std[c] = static_cast<acc_t>(s[c]);
+      rcp[c] = acc_t(1) / std[c];
     }
+#if defined(MIXUP_FAST_DIV)
+    fast = u8_input && sizeof(acc_t) == 4;
+    for (int64_t c = 0; fast && c < C; ++c)
+      for (int v = 0; fast && v < 256; ++v) {
+        const acc_t d = static_cast<acc_t>(v) - mean[c];
+        fast = fast_div(d, std[c], rcp[c]) == d / std[c];
+      }
+#else
+    (void)u8_input;
+#endif
     if (!nhwc) return;
-    line_mean = std + C;
+    line_mean = rcp + C;
     line_std = line_mean + L;
+    line_rcp = line_std + L;
     for (int64_t j = 0; j < L; ++j) {
       line_mean[j] = mean[j % C];
       line_std[j] = std[j % C];
+      line_rcp[j] = rcp[j % C];
     }
   }
   ~Norm() { delete[] mean; }
@@ -141,41 +198,168 @@ struct Norm {
 // dst[j] = f(src[j]) over n elements. f normalises with channel ``c`` (NCHW:
 // constant along a line) or, with ``cycle`` (NHWC), with the statistics of
 // line columns ``c, c + 1, ...`` (``c`` is then the span's first column).
+// FAST picks fast_div over the division; both give the same bits when Norm
+// set ``fast``.
+template <bool FAST, typename in_t, typename out_t, typename acc_t>
+inline void copy_span_norm(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const Norm<acc_t>& nm,
+                           int64_t c, bool cycle) {
+  if (!cycle) {
+    const acc_t m = nm.mean[c], s = nm.std[c], r = nm.rcp[c];
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t d = ld<acc_t>(src[j]) - m;
+      dst[j] = Narrow<out_t>::from(FAST ? fast_div(d, s, r) : d / s);
+    }
+  } else {
+    const acc_t* __restrict m = nm.line_mean + c;
+    const acc_t* __restrict s = nm.line_std + c;
+    const acc_t* __restrict r = nm.line_rcp + c;
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t d = ld<acc_t>(src[j]) - m[j];
+      dst[j] = Narrow<out_t>::from(FAST ? fast_div(d, s[j], r[j]) : d / s[j]);
+    }
+  }
+}
 template <typename in_t, typename out_t, typename acc_t>
 inline void copy_span(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const Norm<acc_t>& nm, int64_t c,
                       bool cycle) {
   if (!nm.on) {
     for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ld<acc_t>(src[j]));
-  } else if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c];
-    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from((ld<acc_t>(src[j]) - m) / s);
+  } else if (nm.fast) {
+    copy_span_norm<true>(dst, src, n, nm, c, cycle);
   } else {
-    const acc_t* __restrict m = nm.line_mean + c;
-    const acc_t* __restrict s = nm.line_std + c;
-    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from((ld<acc_t>(src[j]) - m[j]) / s[j]);
+    copy_span_norm<false>(dst, src, n, nm, c, cycle);
   }
 }
 
 // dst[j] = ws * f(a[j]) + wp * f(b[j]), f as in copy_span.
-template <typename in_t, typename out_t, typename acc_t>
-inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n, acc_t ws,
-                     acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
-  if (!nm.on) {
-    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ws * ld<acc_t>(a[j]) + wp * ld<acc_t>(b[j]));
-  } else if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c];
+template <bool FAST, typename in_t, typename out_t, typename acc_t>
+inline void mix_span_norm(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n,
+                          acc_t ws, acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  if (!cycle) {
+    const acc_t m = nm.mean[c], s = nm.std[c], r = nm.rcp[c];
     for (int64_t j = 0; j < n; ++j) {
-      const acc_t va = (ld<acc_t>(a[j]) - m) / s;
-      const acc_t vb = (ld<acc_t>(b[j]) - m) / s;
+      const acc_t da = ld<acc_t>(a[j]) - m;
+      const acc_t db = ld<acc_t>(b[j]) - m;
+      const acc_t va = FAST ? fast_div(da, s, r) : da / s;
+      const acc_t vb = FAST ? fast_div(db, s, r) : db / s;
       dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
     }
   } else {
     const acc_t* __restrict m = nm.line_mean + c;
     const acc_t* __restrict s = nm.line_std + c;
+    const acc_t* __restrict r = nm.line_rcp + c;
     for (int64_t j = 0; j < n; ++j) {
-      const acc_t va = (ld<acc_t>(a[j]) - m[j]) / s[j];
-      const acc_t vb = (ld<acc_t>(b[j]) - m[j]) / s[j];
+      const acc_t da = ld<acc_t>(a[j]) - m[j];
+      const acc_t db = ld<acc_t>(b[j]) - m[j];
+      const acc_t va = FAST ? fast_div(da, s[j], r[j]) : da / s[j];
+      const acc_t vb = FAST ? fast_div(db, s[j], r[j]) : db / s[j];
       dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
+    }
+  }
+}
+template <typename in_t, typename out_t, typename acc_t>
+inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n, acc_t ws,
+                     acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  if (!nm.on) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ws * ld<acc_t>(a[j]) + wp * ld<acc_t>(b[j]));
+  } else if (nm.fast) {
+    mix_span_norm<true>(dst, a, b, n, ws, wp, nm, c, cycle);
+  } else {
+    mix_span_norm<false>(dst, a, b, n, ws, wp, nm, c, cycle);
+  }
+}
+
+// Two output rows of a pair (i, p = perm[i], perm[p] = i) from one read of
+// both input rows: oi = wsi * f(a) + wpi * f(b), op = wsp * f(b) + wpp * f(a),
+// each rounded exactly as mix_span rounds it, with f computed once per element.
+template <bool FAST, typename in_t, typename out_t, typename acc_t>
+inline void mix_pair_span_norm(out_t* __restrict oi, out_t* __restrict op, const in_t* __restrict a,
+                               const in_t* __restrict b, int64_t n, acc_t wsi, acc_t wpi, acc_t wsp, acc_t wpp,
+                               const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  if (!cycle) {
+    const acc_t m = nm.mean[c], s = nm.std[c], r = nm.rcp[c];
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t da = ld<acc_t>(a[j]) - m;
+      const acc_t db = ld<acc_t>(b[j]) - m;
+      const acc_t va = FAST ? fast_div(da, s, r) : da / s;
+      const acc_t vb = FAST ? fast_div(db, s, r) : db / s;
+      oi[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
+      op[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
+    }
+  } else {
+    const acc_t* __restrict m = nm.line_mean + c;
+    const acc_t* __restrict s = nm.line_std + c;
+    const acc_t* __restrict r = nm.line_rcp + c;
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t da = ld<acc_t>(a[j]) - m[j];
+      const acc_t db = ld<acc_t>(b[j]) - m[j];
+      const acc_t va = FAST ? fast_div(da, s[j], r[j]) : da / s[j];
+      const acc_t vb = FAST ? fast_div(db, s[j], r[j]) : db / s[j];
+      oi[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
+      op[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
+    }
+  }
+}
+template <typename in_t, typename out_t, typename acc_t>
+inline void mix_pair_span(out_t* __restrict oi, out_t* __restrict op, const in_t* __restrict a,
+                          const in_t* __restrict b, int64_t n, acc_t wsi, acc_t wpi, acc_t wsp, acc_t wpp,
+                          const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  if (!nm.on) {
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t va = ld<acc_t>(a[j]);
+      const acc_t vb = ld<acc_t>(b[j]);
+      oi[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
+      op[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
+    }
+  } else if (nm.fast) {
+    mix_pair_span_norm<true>(oi, op, a, b, n, wsi, wpi, wsp, wpp, nm, c, cycle);
+  } else {
+    mix_pair_span_norm<false>(oi, op, a, b, n, wsi, wpi, wsp, wpp, nm, c, cycle);
+  }
+}
+
+// Out-of-place forward of a mixup-only batch whose perm is an involution:
+// units [u0, u1) over (pair, chunk or line range), each pair's rows written
+// together (half the input reads and, with mean/std, half the normalising).
+template <typename in_t, typename out_t, typename acc_t>
+void mix_pairs_out_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0, int64_t u1) {
+  const Geometry& g = args.g;
+  const in_t* x = static_cast<const in_t*>(args.x);
+  out_t* out = static_cast<out_t*>(args.out);
+  const bool lines = by_lines(g, false, args.normalize);
+  const int64_t upr = units_per_row(g, lines);
+  const bool cycle = g.layout == kNHWC;
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t i = args.firsts[u / upr];
+    const RowPlan& pi = args.plan[i];
+    const int64_t p = pi.src;
+    const RowPlan& pp = args.plan[p];
+    const acc_t wsi = static_cast<acc_t>(pi.ws), wpi = static_cast<acc_t>(pi.wp);
+    const acc_t wsp = static_cast<acc_t>(pp.ws), wpp = static_cast<acc_t>(pp.wp);
+    const in_t* xa = x + i * g.x_stride;
+    const in_t* xb = x + p * g.x_stride;
+    out_t* oi = out + i * g.out_stride;
+    out_t* op = out + p * g.out_stride;
+    int64_t first, count, len;  // a run of ``count`` spans of ``len`` elements
+    if (!lines) {
+      first = (u % upr) * kChunk;
+      len = min64(kChunk, g.row - first);
+      count = 1;
+    } else {
+      const int64_t lpu = lines_per_unit(g);
+      const int64_t l0 = (u % upr) * lpu;
+      first = l0;
+      count = min64(num_lines(g), l0 + lpu) - l0;
+      len = line_len(g);
+    }
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t off = lines ? (first + k) * len : first;
+      const int64_t c = (lines && !cycle) ? (first + k) / g.H : 0;
+      if (i == p)
+        mix_span<in_t, out_t, acc_t>(oi + off, xa + off, xa + off, len, wsi, wpi, nm, c, cycle);
+      else
+        mix_pair_span<in_t, out_t, acc_t>(oi + off, op + off, xa + off, xb + off, len, wsi, wpi, wsp, wpp, nm, c,
+                                          cycle);
     }
   }
 }
@@ -186,7 +370,11 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
   const Geometry& g = args.g;
   const in_t* x = static_cast<const in_t*>(args.x);
   out_t* out = static_cast<out_t*>(args.out);
-  const Norm<acc_t> nm(args.normalize, g.C, line_len(g), g.layout == kNHWC, args.mean, args.std);
+  const Norm<acc_t> nm(args.normalize, g.C, line_len(g), g.layout == kNHWC, args.mean, args.std, IsU8<in_t>::value);
+  if (args.firsts != nullptr) {
+    mix_pairs_out_units<in_t, out_t, acc_t>(args, nm, u0, u1);
+    return;
+  }
   const bool lines = by_lines(g, args.cutmix, args.normalize);
   const int64_t upr = units_per_row(g, lines);
   if (!lines) {
@@ -244,8 +432,13 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       const acc_t part_w = pl.part_mix ? wp : acc_t(1);
       const bool part_all = pl.part_mix;
       for (int64_t j = 0; j < L; ++j) {
-        const acc_t va = (j >= s0 && j < s1) ? acc_t(0) : own_w * ld<acc_t>(xa[off + j]);
-        const acc_t vb = (part_all || (j >= p0 && j < p1)) ? part_w * ld<acc_t>(xb[off + j]) : acc_t(0);
+        // Both loads are unconditional (selects, not branches, so it vectorises).
+        const acc_t a = own_w * ld<acc_t>(xa[off + j]);
+        const acc_t b = part_w * ld<acc_t>(xb[off + j]);
+        const bool in_s = (j >= s0) & (j < s1);
+        const bool in_p = part_all | ((j >= p0) & (j < p1));
+        const acc_t va = in_s ? acc_t(0) : a;
+        const acc_t vb = in_p ? b : acc_t(0);
         o[off + j] = Narrow<out_t>::from(va + vb);
       }
     }
@@ -327,8 +520,8 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
       for (int64_t j = 0; j < L; ++j) {
         const acc_t a = ld<acc_t>(xi[off + j]);
         const acc_t b = ld<acc_t>(xp[off + j]);
-        const acc_t vi = mi ? wi * a + ri * b : ((j >= i0 && j < i1) ? b : a);
-        const acc_t vp = mp ? wp * b + rp * a : ((j >= p0 && j < p1) ? a : b);
+        const acc_t vi = mi ? wi * a + ri * b : (((j >= i0) & (j < i1)) ? b : a);
+        const acc_t vp = mp ? wp * b + rp * a : (((j >= p0) & (j < p1)) ? a : b);
         xi[off + j] = Narrow<scalar_t>::from(vi);
         xp[off + j] = Narrow<scalar_t>::from(vp);
       }
@@ -376,6 +569,7 @@ const KernelTable kTable = {
 };
 
 #undef MIXUP_ROW
+#undef MIXUP_INLINE
 
 }  // namespace MIXUP_ISA
 }  // namespace mixup_fused

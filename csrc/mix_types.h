@@ -48,6 +48,9 @@ struct MixArgs {
   bool normalize;
   const double* mean;  // [C]
   const double* std;   // [C]
+  // Non-null: forward without boxes on an involution; units run over these
+  // rows i <= perm[i], each writing rows i and perm[i].
+  const int64_t* firsts;
 };
 
 struct PairArgs {

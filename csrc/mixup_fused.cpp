@@ -233,7 +233,7 @@ std::vector<const KernelTable*> supported_tables() {
   std::vector<const KernelTable*> out{&isa_base::kTable};
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
   if (avx2) out.push_back(&isa_avx2::kTable);
   if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
@@ -381,10 +381,21 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
     pl.self_mix = pl.part_mix = !cutmix || is_mixup(boxes[i]);
     if (cutmix) pl.self_box = pl.part_box = boxes[i];
   }
-  MixArgs args{x.const_data_ptr(), out.mutable_data_ptr(), g,         plan.data(), cutmix, false,
-               normalize,          norm.mean.data(),      norm.std.data()};
+  // On an involution (every pairing Mixup draws), each pair's two output rows
+  // are written from one read of its two input rows.
+  bool involution = !cutmix;
+  for (int64_t i = 0; involution && i < g.B; ++i) involution = perm[perm[i]] == i;
+  std::vector<int64_t> firsts;
+  if (involution)
+    for (int64_t i = 0; i < g.B; ++i)
+      if (i <= perm[i]) firsts.push_back(i);
+  MixArgs args{x.const_data_ptr(), out.mutable_data_ptr(), g,
+               plan.data(),        cutmix,                false,
+               normalize,          norm.mean.data(),      norm.std.data(),
+               involution ? firsts.data() : nullptr};
   const MixRowsFn fn = active_table().load()->mix_rows[dtype_index(x.scalar_type())][dtype_index(odt)];
-  const int64_t units = g.B * units_per_row(g, by_lines(g, cutmix, normalize));
+  const int64_t rows = involution ? static_cast<int64_t>(firsts.size()) : g.B;
+  const int64_t units = rows * units_per_row(g, by_lines(g, cutmix, normalize));
   at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
   return {out, y};
@@ -452,7 +463,7 @@ at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t,
       pl.part_box = boxes[q];
     }
   }
-  MixArgs args{grad.const_data_ptr(), out.mutable_data_ptr(), g, plan.data(), cutmix, true, false, nullptr, nullptr};
+  MixArgs args{grad.const_data_ptr(), out.mutable_data_ptr(), g, plan.data(), cutmix, true, false, nullptr, nullptr, nullptr};
   const int d = dtype_index(grad.scalar_type());
   const MixRowsFn fn = active_table().load()->mix_rows[d][d];
   const int64_t units = g.B * units_per_row(g, by_lines(g, cutmix, false));
