@@ -390,6 +390,8 @@ class MixParams:
     def to(self, device, lam_dtype: torch.dtype | None = None) -> MixParams:
         """Move to ``device`` (host-to-device copies from pinned memory, non-blocking)."""
         device = torch.device(device)
+        if self.lam.device == device and (lam_dtype is None or self.lam.dtype == lam_dtype):
+            return self
         lam = self.lam if lam_dtype is None else self.lam.to(lam_dtype)
         pairing, boxes = self.pairing, self.boxes
         if lam.device != device:
@@ -444,8 +446,8 @@ class NumpySampler:
             # lam stays float32, as in timm's arrays (it sets the box arithmetic and the rounding).
             lam_n, use_cut_n = self._params_per_elem(cfg, _draws_per_row(mode, B))
             use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
-            box_n = np.tile(np.array(NO_BOX, dtype=np.int64), (lam_n.shape[0], 1))
             rows = np.flatnonzero(use_cut_n)
+            box_n = None if not rows.size else np.tile(np.array(NO_BOX, dtype=np.int64), (lam_n.shape[0], 1))
             if rows.size:
                 box_n[rows], lam_n[rows] = _timm_boxes_in_order(
                     _need_hw(img_size), lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam
@@ -529,9 +531,12 @@ def _timm_boxes_in_order(hw, lam: np.ndarray, minmax, correct_lam: bool):
     return boxes, lam
 
 
-def _rows_numpy(mode: str, pair: Pairing, lam_n: np.ndarray, use_cut_n: np.ndarray, box_n: np.ndarray) -> MixParams:
+def _rows_numpy(
+    mode: str, pair: Pairing, lam_n: np.ndarray, use_cut_n: np.ndarray, box_n: np.ndarray | None
+) -> MixParams:
     """:func:`_scatter_rows` on the host, in numpy (a few microseconds instead
-    of a few dozen small torch ops), plus the host hints of :func:`_on_host`."""
+    of a few dozen small torch ops), plus the host hints of :func:`_on_host`.
+    ``box_n`` None: no row cuts."""
     B = pair.perm.shape[0]
     if mode == "batch" and not use_cut_n[0]:
         # The common case, kept short: one blend weight for every paired sample.
@@ -540,6 +545,17 @@ def _rows_numpy(mode: str, pair: Pairing, lam_n: np.ndarray, use_cut_n: np.ndarr
         if B % 2:
             lam[pair.perm == torch.arange(B)] = 1.0  # the sample paired with itself
         return MixParams(pair, lam, None, mixes=lam_b != 1.0 and B > 1)
+    if box_n is None:
+        # Per-sample blends only (no row cuts): no box arrays at all.
+        lam = np.ones(B)
+        if mode == "elem":
+            paired = pair.perm.numpy() != np.arange(B)  # a sample paired with itself keeps lam = 1
+            lam[paired] = lam_n[paired]
+        else:
+            lam[pair.first.numpy()] = lam_n
+            if mode == "pair":
+                lam[pair.second.numpy()] = lam_n
+        return MixParams(pair, torch.from_numpy(lam), None, mixes=bool((lam != 1.0).any()))
     first, second = pair.first.numpy(), pair.second.numpy()
     box_n = np.where(
         use_cut_n[:, None], box_n, np.where((lam_n != 1.0)[:, None], np.array(NO_BOX), np.array(EMPTY_BOX))
