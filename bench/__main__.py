@@ -23,8 +23,8 @@ def parse_args(argv=None):
         "--thp",
         choices=("on", "off", "env"),
         default=None,
-        help="CPU allocator: transparent huge pages for torch allocations (THP_MEM_ALLOC_ENABLE). "
-        "Default: on, unless THP_MEM_ALLOC_ENABLE is already set in the environment (then 'env')",
+        help="CPU allocator: transparent huge pages for torch allocations (THP_MEM_ALLOC_ENABLE=1, "
+        "results written to *-thp-on.*). Default: 'env', torch's own default unless the variable is set",
     )
     p.add_argument("--no-flush", action="store_true", help="CPU: do not flush the caches between timed calls")
     p.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -40,7 +40,8 @@ def parse_args(argv=None):
 def set_allocator_env(thp: str | None) -> str:
     """Must run before torch is imported: torch reads THP_MEM_ALLOC_ENABLE once."""
     if thp is None:
-        thp = "env" if "THP_MEM_ALLOC_ENABLE" in os.environ else "on"
+        # What a user of torch gets: torch leaves huge pages off unless asked.
+        thp = "env"
     if thp == "on":
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
     elif thp == "off":
@@ -118,8 +119,8 @@ def main(argv=None) -> int:
     slug = env.device_slug(device)
     if args.quick:
         slug += "-quick"
-    if device.type == "cpu" and not thp_on:
-        slug += "-thp-off"
+    if device.type == "cpu" and thp_on:
+        slug += "-thp-on"
     if args.tag:
         slug += "-" + args.tag
     os.makedirs(args.results_dir, exist_ok=True)
