@@ -144,6 +144,27 @@ MIXUP_INLINE float fast_div(float d, float s, float r) {
 }
 MIXUP_INLINE double fast_div(double d, double s, double) { return d / s; }
 
+// Software prefetch for the streaming loops: before working on elements
+// [from, from + len) of a row, ask for the same span kAhead elements further
+// on (clipped to the row's end, ``limit``). Loops over 1- and 2-byte elements
+// (bf16, fp16, uint8) do much arithmetic per cache line and otherwise have
+// too few loads in flight to hide DRAM latency: in place bf16, 64x3x224x224,
+// caches flushed, 2 threads: 3.1-3.3 -> 1.2-1.3 ms. float32 streams are left
+// to the hardware prefetcher (the same time cold, 15% slower warm with it).
+// Long spans are cut into kBlock pieces so that the distance holds.
+constexpr int64_t kBlock = 1024;
+constexpr int64_t kAhead = 4 * kBlock;
+template <int RW, typename T>
+MIXUP_INLINE void prefetch_span(const T* row, int64_t from, int64_t len, int64_t limit) {
+  if (sizeof(T) >= 4) return;
+  const int64_t s = from + kAhead;
+  const int64_t e = min64(s + len, limit);
+  if (s >= e) return;
+  const char* c = reinterpret_cast<const char*>(row + s);
+  const int64_t bytes = (e - s) * static_cast<int64_t>(sizeof(T));
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, RW, 3);
+}
+
 // Per-channel statistics. For NHWC lines (channels cycling along the line)
 // they are also spread out per column of a line, so the loops stay simple
 // element-wise code that vectorises.
@@ -343,8 +364,9 @@ void mix_pairs_out_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0,
     int64_t first, count, len;  // a run of ``count`` spans of ``len`` elements
     if (!lines) {
       first = (u % upr) * kChunk;
-      len = min64(kChunk, g.row - first);
-      count = 1;
+      const int64_t n = min64(kChunk, g.row - first);
+      len = kBlock;
+      count = (n + len - 1) / len;  // the last span may be shorter
     } else {
       const int64_t lpu = lines_per_unit(g);
       const int64_t l0 = (u % upr) * lpu;
@@ -352,9 +374,17 @@ void mix_pairs_out_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0,
       count = min64(num_lines(g), l0 + lpu) - l0;
       len = line_len(g);
     }
+    const int64_t end = lines ? 0 : min64(first + kChunk, g.row);
     for (int64_t k = 0; k < count; ++k) {
-      const int64_t off = lines ? (first + k) * len : first;
+      const int64_t off = lines ? (first + k) * len : first + k * len;
       const int64_t c = (lines && !cycle) ? (first + k) / g.H : 0;
+      if (!lines) len = min64(kBlock, end - off);
+      prefetch_span<0>(xa, off, len, g.row);
+      prefetch_span<1>(oi, off, len, g.row);
+      if (i != p) {
+        prefetch_span<0>(xb, off, len, g.row);
+        prefetch_span<1>(op, off, len, g.row);
+      }
       if (i == p)
         mix_span<in_t, out_t, acc_t>(oi + off, xa + off, xa + off, len, wsi, wpi, nm, c, cycle);
       else
@@ -382,8 +412,17 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       const int64_t i = u / upr, s = (u % upr) * kChunk;
       const int64_t n = min64(kChunk, g.row - s);
       const RowPlan& pl = args.plan[i];
-      mix_span<in_t, out_t, acc_t>(out + i * g.out_stride + s, x + i * g.x_stride + s, x + pl.src * g.x_stride + s, n,
-                                   static_cast<acc_t>(pl.ws), static_cast<acc_t>(pl.wp), nm, 0, false);
+      const in_t* xa = x + i * g.x_stride;
+      const in_t* xb = x + pl.src * g.x_stride;
+      out_t* o = out + i * g.out_stride;
+      for (int64_t b0 = s; b0 < s + n; b0 += kBlock) {
+        const int64_t len = min64(kBlock, s + n - b0);
+        prefetch_span<0>(xa, b0, len, g.row);
+        prefetch_span<0>(xb, b0, len, g.row);
+        prefetch_span<1>(o, b0, len, g.row);
+        mix_span<in_t, out_t, acc_t>(o + b0, xa + b0, xb + b0, len, static_cast<acc_t>(pl.ws),
+                                     static_cast<acc_t>(pl.wp), nm, 0, false);
+      }
     }
     return;
   }
@@ -402,6 +441,9 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       const int64_t h = cycle ? l : l % g.H;
       const int64_t c = cycle ? 0 : l / g.H;
       const int64_t off = l * L;
+      prefetch_span<0>(xa, off, L, g.row);
+      prefetch_span<0>(xb, off, L, g.row);
+      prefetch_span<1>(o, off, L, g.row);
       if (!args.backward) {
         if (!args.cutmix || pl.self_mix) {
           mix_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, L, ws, wp, nm, c, cycle);
@@ -468,11 +510,16 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
         continue;
       }
       scalar_t* __restrict xp = x + p * g.x_stride + s;
-      for (int64_t j = 0; j < n; ++j) {
-        const acc_t a = ld<acc_t>(xi[j]);
-        const acc_t b = ld<acc_t>(xp[j]);
-        xi[j] = Narrow<scalar_t>::from(wi * a + ri * b);
-        xp[j] = Narrow<scalar_t>::from(wp * b + rp * a);
+      for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
+        prefetch_span<1>(xi, b0, kBlock, n);
+        prefetch_span<1>(xp, b0, kBlock, n);
+        const int64_t b1 = min64(n, b0 + kBlock);
+        for (int64_t j = b0; j < b1; ++j) {
+          const acc_t a = ld<acc_t>(xi[j]);
+          const acc_t b = ld<acc_t>(xp[j]);
+          xi[j] = Narrow<scalar_t>::from(wi * a + ri * b);
+          xp[j] = Narrow<scalar_t>::from(wp * b + rp * a);
+        }
       }
     }
     return;
@@ -493,6 +540,8 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
     for (int64_t l = l0; l < l1; ++l) {
       const int64_t h = nhwc ? l : l % g.H;
       const int64_t off = l * L;
+      prefetch_span<1>(xi, off, L, g.row);
+      prefetch_span<1>(xp, off, L, g.row);
       const bool hi = !mi && h >= bi.y0 && h < bi.y1;
       const bool hp = !mp && h >= bp.y0 && h < bp.y1;
       const int64_t i0 = hi ? bi.x0 * k : 0, i1 = hi ? bi.x1 * k : 0;
