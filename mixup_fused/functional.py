@@ -40,7 +40,11 @@ def _check_tensor(name: str, v, optional: bool = False) -> None:
         raise TypeError(f"mixup_fused: {name} must be a tensor, got {type(v).__name__}")
 
 
-def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
+def _as_lam(lam, x: torch.Tensor, out_dtype, keep_float64: bool = False) -> torch.Tensor:
+    """lam as a ``[B]`` tensor in the working dtype (float32 unless float64 is
+    involved). ``keep_float64``: a float64 lam is passed on as it is (the C++
+    kernel rounds it to the working dtype itself, with the same result, and
+    skips a conversion)."""
     B = x.shape[0]
     wdt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
     if isinstance(lam, torch.Tensor):
@@ -48,7 +52,7 @@ def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
             raise TypeError(f"mixup_fused: lam must be a float or a floating tensor, got a {lam.dtype} tensor")
         if lam.dim() == 0:
             lam = lam.expand(B)
-        return lam if lam.dtype == wdt else lam.to(wdt)
+        return lam if lam.dtype == wdt or (keep_float64 and lam.dtype == torch.float64) else lam.to(wdt)
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):
         raise TypeError(f"mixup_fused: lam must be a float or a float tensor of shape [B], got {type(lam).__name__}")
     lam = float(lam)
@@ -132,7 +136,7 @@ def mix(
     if out_dtype is not None and not isinstance(out_dtype, torch.dtype):
         raise TypeError(f"mixup_fused: out_dtype must be a torch.dtype or None, got {out_dtype!r}")
     backend = ops.resolve_backend(backend, x)
-    lam_t = _as_lam(lam, x, out_dtype)
+    lam_t = _as_lam(lam, x, out_dtype, keep_float64=backend == "cpp")
     mean_t = _as_channel_tensor(mean, "mean", x)
     std_t = _as_channel_tensor(std, "std", x)
     if inplace:

@@ -215,7 +215,8 @@ class Mixup:
             eps = float(self.label_smoothing)
             if not target.is_floating_point():
                 target = target.long()
-        lam_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        # float32 lam for the device (the C++ kernel on CPU takes the draws' float64 and rounds it the same way).
+        lam_dtype = torch.float64 if x.dtype == torch.float64 else (None if x.device.type == "cpu" else torch.float32)
         params = params.to(x.device, lam_dtype)
         normalize = self.mean is not None or x.dtype == torch.uint8
         if params.mixes is False and not normalize:

@@ -434,6 +434,8 @@ class NumpySampler:
         B = batch_size
         if mode == "batch":
             lam_b, use_cut_b = self._params_per_batch(cfg)
+            if not use_cut_b or lam_b == 1.0:  # the common case, kept short: one blend weight
+                return _batch_blend(self._pairing(mode, B, pairing), lam_b)
             lam_n = np.array([lam_b], dtype=np.float64)
             use_cut_n = np.array([use_cut_b and lam_b != 1.0])  # timm returns before the box when lam == 1
             box_n = np.array([NO_BOX], dtype=np.int64)
@@ -452,11 +454,14 @@ class NumpySampler:
                 box_n[rows], lam_n[rows] = _timm_boxes_in_order(
                     _need_hw(img_size), lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam
                 )
+        return _rows_numpy(mode, self._pairing(mode, B, pairing), lam_n.astype(np.float64), use_cut_n, box_n)
+
+    @staticmethod
+    def _pairing(mode: str, B: int, pairing: str) -> Pairing:
+        # Drawn after lam and the boxes, as in timm's order.
         if pairing == "random":
-            pair = half_pairing(B, shuffle=True) if mode == "half" else _random_pairing_numpy(B)
-        else:
-            pair = flip_pairing(B)
-        return _rows_numpy(mode, pair, lam_n.astype(np.float64), use_cut_n, box_n)
+            return half_pairing(B, shuffle=True) if mode == "half" else _random_pairing_numpy(B)
+        return flip_pairing(B)
 
     @staticmethod
     def _params_per_elem(cfg: MixupConfig, n: int):
@@ -531,6 +536,15 @@ def _timm_boxes_in_order(hw, lam: np.ndarray, minmax, correct_lam: bool):
     return boxes, lam
 
 
+def _batch_blend(pair: Pairing, lam_b: float) -> MixParams:
+    """One blend weight for every paired sample (batch mode without a cut)."""
+    B = pair.perm.shape[0]
+    lam = torch.full((B,), lam_b, dtype=torch.float64)
+    if B % 2:
+        lam[pair.perm == torch.arange(B)] = 1.0  # the sample paired with itself
+    return MixParams(pair, lam, None, mixes=lam_b != 1.0 and B > 1)
+
+
 def _rows_numpy(
     mode: str, pair: Pairing, lam_n: np.ndarray, use_cut_n: np.ndarray, box_n: np.ndarray | None
 ) -> MixParams:
@@ -539,12 +553,7 @@ def _rows_numpy(
     ``box_n`` None: no row cuts."""
     B = pair.perm.shape[0]
     if mode == "batch" and not use_cut_n[0]:
-        # The common case, kept short: one blend weight for every paired sample.
-        lam_b = float(lam_n[0])
-        lam = torch.full((B,), lam_b, dtype=torch.float64)
-        if B % 2:
-            lam[pair.perm == torch.arange(B)] = 1.0  # the sample paired with itself
-        return MixParams(pair, lam, None, mixes=lam_b != 1.0 and B > 1)
+        return _batch_blend(pair, float(lam_n[0]))
     if box_n is None:
         # Per-sample blends only (no row cuts): no box arrays at all.
         lam = np.ones(B)
