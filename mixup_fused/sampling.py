@@ -444,6 +444,15 @@ class NumpySampler:
                     _need_hw(img_size), lam_b, cfg.cutmix_minmax, cfg.correct_lam
                 )
                 box_n[0] = (yl, yh, xl, xh)
+        elif cfg.enabled and not cfg.cutmix_on:
+            # Mixup only, per sample: timm's draws (beta, then rand), with fewer numpy calls.
+            n = _draws_per_row(mode, B)
+            lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n)
+            keep = np.random.rand(n) >= cfg.prob  # timm: np.where(rand < prob, lam_mix, 1)
+            lam_n = lam_mix.astype(np.float32)
+            if cfg.prob < 1.0:
+                lam_n[keep] = 1.0
+            return _blend_rows(mode, self._pairing(mode, B, pairing), lam_n, flip=pairing != "random")
         else:
             # lam stays float32, as in timm's arrays (it sets the box arithmetic and the rounding).
             lam_n, use_cut_n = self._params_per_elem(cfg, _draws_per_row(mode, B))
@@ -545,6 +554,27 @@ def _batch_blend(pair: Pairing, lam_b: float) -> MixParams:
     return MixParams(pair, lam, None, mixes=lam_b != 1.0 and B > 1)
 
 
+def _blend_rows(mode: str, pair: Pairing, lam_n: np.ndarray, flip: bool) -> MixParams:
+    """Per-sample blends only (no row cuts): no box arrays at all. ``flip``:
+    ``pair`` is :func:`flip_pairing` (whose only unpaired sample is an odd
+    batch's middle one)."""
+    B = pair.perm.shape[0]
+    if mode == "elem":
+        lam = lam_n.astype(np.float64)
+        # A sample paired with itself keeps lam = 1.
+        if flip:
+            if B % 2:
+                lam[B // 2] = 1.0
+        else:
+            lam[pair.perm.numpy() == np.arange(B)] = 1.0
+    else:
+        lam = np.ones(B)
+        lam[pair.first.numpy()] = lam_n
+        if mode == "pair":
+            lam[pair.second.numpy()] = lam_n
+    return MixParams(pair, torch.from_numpy(lam), None, mixes=bool((lam != 1.0).any()))
+
+
 def _rows_numpy(
     mode: str, pair: Pairing, lam_n: np.ndarray, use_cut_n: np.ndarray, box_n: np.ndarray | None
 ) -> MixParams:
@@ -555,16 +585,7 @@ def _rows_numpy(
     if mode == "batch" and not use_cut_n[0]:
         return _batch_blend(pair, float(lam_n[0]))
     if box_n is None:
-        # Per-sample blends only (no row cuts): no box arrays at all.
-        lam = np.ones(B)
-        if mode == "elem":
-            paired = pair.perm.numpy() != np.arange(B)  # a sample paired with itself keeps lam = 1
-            lam[paired] = lam_n[paired]
-        else:
-            lam[pair.first.numpy()] = lam_n
-            if mode == "pair":
-                lam[pair.second.numpy()] = lam_n
-        return MixParams(pair, torch.from_numpy(lam), None, mixes=bool((lam != 1.0).any()))
+        return _blend_rows(mode, pair, lam_n, flip=False)
     first, second = pair.first.numpy(), pair.second.numpy()
     box_n = np.where(
         use_cut_n[:, None], box_n, np.where((lam_n != 1.0)[:, None], np.array(NO_BOX), np.array(EMPTY_BOX))
