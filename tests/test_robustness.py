@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -510,13 +511,22 @@ def test_cpp_equals_reference_bit_for_bit():
                 grad = torch.ops.mixup_fused.mix_backward(xf, perm, wl, bx)
                 assert torch.equal(_bits(grad), _bits(mix_backward_reference(xf, perm, wl, bx))), f"backward {dtype}"
     xu = torch.randint(0, 256, (7, 3, 9, 37), generator=g, dtype=torch.uint8)
-    mean, std = torch.tensor([120.0, 110.0, 100.0]), torch.tensor([50.0, 60.0, 70.0])
-    for odt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-        out, _ = mf.mix(
-            xu, t, perm, lam, num_classes=1000, boxes=boxes, mean=mean, std=std, out_dtype=odt, backend="cpp"
-        )
-        want = mix_reference(xu, t, perm, lam, num_classes=1000, boxes=boxes, mean=mean, std=std, out_dtype=odt)[0]
-        assert torch.equal(_bits(out), _bits(want)), f"uint8 normalised to {odt}"
+    xu[0, :, 0, :] = torch.arange(37, dtype=torch.uint8)  # small values
+    xu[1, :, 0, :] = torch.arange(255, 218, -1, dtype=torch.uint8)  # large ones
+    stats = [
+        ([120.0, 110.0, 100.0], [50.0, 60.0, 70.0]),
+        ([0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255]),  # timm's, 0..255
+        ([0.0, 127.5, 255.0], [1.0, 0.3, 3.0e-3]),
+    ]
+    for (m, s), fmt, bx in itertools.product(stats, (torch.contiguous_format, torch.channels_last), (None, boxes)):
+        mean, std = torch.tensor(m), torch.tensor(s)
+        xf = xu.contiguous(memory_format=fmt)
+        for odt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            out, _ = mf.mix(
+                xf, t, perm, lam, num_classes=1000, boxes=bx, mean=mean, std=std, out_dtype=odt, backend="cpp"
+            )
+            want = mix_reference(xf, t, perm, lam, num_classes=1000, boxes=bx, mean=mean, std=std, out_dtype=odt)[0]
+            assert torch.equal(_bits(out), _bits(want)), f"uint8 normalised to {odt}, {fmt}, boxes={bx is not None}"
 
 
 @pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="the Triton interpreter is not available")
