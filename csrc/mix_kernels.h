@@ -20,8 +20,10 @@
 // with this many template instances GCC's inlining budget runs out otherwise.
 #if defined(__GNUC__)
 #define MIXUP_INLINE inline __attribute__((always_inline))
+#define MIXUP_LAMBDA_INLINE __attribute__((always_inline))
 #else
 #define MIXUP_INLINE inline
+#define MIXUP_LAMBDA_INLINE
 #endif
 
 namespace mixup_fused {
@@ -216,127 +218,93 @@ struct Norm {
   Norm& operator=(const Norm&) = delete;
 };
 
-// dst[j] = f(src[j]) over n elements. f normalises with channel ``c`` (NCHW:
-// constant along a line) or, with ``cycle`` (NHWC), with the statistics of
-// line columns ``c, c + 1, ...`` (``c`` is then the span's first column).
-// FAST picks fast_div over the division; both give the same bits when Norm
-// set ``fast``.
-template <bool FAST, typename in_t, typename out_t, typename acc_t>
-inline void copy_span_norm(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const Norm<acc_t>& nm,
-                           int64_t c, bool cycle) {
-  if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c], r = nm.rcp[c];
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t d = ld<acc_t>(src[j]) - m;
-      dst[j] = Narrow<out_t>::from(FAST ? fast_div(d, s, r) : d / s);
-    }
-  } else {
-    const acc_t* __restrict m = nm.line_mean + c;
-    const acc_t* __restrict s = nm.line_std + c;
-    const acc_t* __restrict r = nm.line_rcp + c;
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t d = ld<acc_t>(src[j]) - m[j];
-      dst[j] = Narrow<out_t>::from(FAST ? fast_div(d, s[j], r[j]) : d / s[j]);
-    }
+// The per-element input transform f of a span: the identity, or the
+// normalisation (v - mean) / std with one channel's statistics (NCHW lines) or
+// with each column's (NHWC lines, channels cycling along the line). FAST uses
+// fast_div, which Norm checked gives the division's bits.
+template <typename acc_t>
+struct Plain {
+  MIXUP_INLINE acc_t operator()(acc_t v, int64_t) const { return v; }
+};
+template <bool FAST, typename acc_t>
+struct PerChannel {
+  acc_t m, s, r;
+  MIXUP_INLINE acc_t operator()(acc_t v, int64_t) const {
+    const acc_t d = v - m;
+    return FAST ? fast_div(d, s, r) : d / s;
   }
-}
-template <typename in_t, typename out_t, typename acc_t>
-inline void copy_span(out_t* __restrict dst, const in_t* __restrict src, int64_t n, const Norm<acc_t>& nm, int64_t c,
-                      bool cycle) {
+};
+template <bool FAST, typename acc_t>
+struct PerColumn {
+  const acc_t* __restrict m;
+  const acc_t* __restrict s;
+  const acc_t* __restrict r;
+  MIXUP_INLINE acc_t operator()(acc_t v, int64_t j) const {
+    const acc_t d = v - m[j];
+    return FAST ? fast_div(d, s[j], r[j]) : d / s[j];
+  }
+};
+
+// Calls body(f) with the transform for a span starting at line column ``c``
+// (NHWC) or of channel ``c`` (NCHW); each body is compiled once per transform.
+template <typename acc_t, typename Body>
+MIXUP_INLINE void with_transform(const Norm<acc_t>& nm, int64_t c, bool cycle, const Body& body) {
   if (!nm.on) {
-    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ld<acc_t>(src[j]));
-  } else if (nm.fast) {
-    copy_span_norm<true>(dst, src, n, nm, c, cycle);
+    body(Plain<acc_t>{});
+  } else if (!cycle) {
+    if (nm.fast)
+      body(PerChannel<true, acc_t>{nm.mean[c], nm.std[c], nm.rcp[c]});
+    else
+      body(PerChannel<false, acc_t>{nm.mean[c], nm.std[c], nm.rcp[c]});
   } else {
-    copy_span_norm<false>(dst, src, n, nm, c, cycle);
+    if (nm.fast)
+      body(PerColumn<true, acc_t>{nm.line_mean + c, nm.line_std + c, nm.line_rcp + c});
+    else
+      body(PerColumn<false, acc_t>{nm.line_mean + c, nm.line_std + c, nm.line_rcp + c});
   }
 }
 
-// dst[j] = ws * f(a[j]) + wp * f(b[j]), f as in copy_span.
-template <bool FAST, typename in_t, typename out_t, typename acc_t>
-inline void mix_span_norm(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n,
-                          acc_t ws, acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
-  if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c], r = nm.rcp[c];
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t da = ld<acc_t>(a[j]) - m;
-      const acc_t db = ld<acc_t>(b[j]) - m;
-      const acc_t va = FAST ? fast_div(da, s, r) : da / s;
-      const acc_t vb = FAST ? fast_div(db, s, r) : db / s;
-      dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
-    }
-  } else {
-    const acc_t* __restrict m = nm.line_mean + c;
-    const acc_t* __restrict s = nm.line_std + c;
-    const acc_t* __restrict r = nm.line_rcp + c;
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t da = ld<acc_t>(a[j]) - m[j];
-      const acc_t db = ld<acc_t>(b[j]) - m[j];
-      const acc_t va = FAST ? fast_div(da, s[j], r[j]) : da / s[j];
-      const acc_t vb = FAST ? fast_div(db, s[j], r[j]) : db / s[j];
-      dst[j] = Narrow<out_t>::from(ws * va + wp * vb);
-    }
-  }
-}
+// dst[j] = f(src[j]) over n elements.
 template <typename in_t, typename out_t, typename acc_t>
-inline void mix_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b, int64_t n, acc_t ws,
-                     acc_t wp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
-  if (!nm.on) {
-    for (int64_t j = 0; j < n; ++j) dst[j] = Narrow<out_t>::from(ws * ld<acc_t>(a[j]) + wp * ld<acc_t>(b[j]));
-  } else if (nm.fast) {
-    mix_span_norm<true>(dst, a, b, n, ws, wp, nm, c, cycle);
-  } else {
-    mix_span_norm<false>(dst, a, b, n, ws, wp, nm, c, cycle);
-  }
+MIXUP_INLINE void copy_span(out_t* dst, const in_t* src, int64_t n, const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  with_transform(nm, c, cycle, [=](auto f) MIXUP_LAMBDA_INLINE {
+    out_t* __restrict d = dst;
+    const in_t* __restrict x = src;
+    for (int64_t j = 0; j < n; ++j) d[j] = Narrow<out_t>::from(f(ld<acc_t>(x[j]), j));
+  });
+}
+
+// dst[j] = ws * f(a[j]) + wp * f(b[j]).
+template <typename in_t, typename out_t, typename acc_t>
+MIXUP_INLINE void mix_span(out_t* dst, const in_t* a, const in_t* b, int64_t n, acc_t ws, acc_t wp,
+                           const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  with_transform(nm, c, cycle, [=](auto f) MIXUP_LAMBDA_INLINE {
+    out_t* __restrict d = dst;
+    const in_t* __restrict xa = a;
+    const in_t* __restrict xb = b;
+    for (int64_t j = 0; j < n; ++j)
+      d[j] = Narrow<out_t>::from(ws * f(ld<acc_t>(xa[j]), j) + wp * f(ld<acc_t>(xb[j]), j));
+  });
 }
 
 // Two output rows of a pair (i, p = perm[i], perm[p] = i) from one read of
 // both input rows: oi = wsi * f(a) + wpi * f(b), op = wsp * f(b) + wpp * f(a),
 // each rounded exactly as mix_span rounds it, with f computed once per element.
-template <bool FAST, typename in_t, typename out_t, typename acc_t>
-inline void mix_pair_span_norm(out_t* __restrict oi, out_t* __restrict op, const in_t* __restrict a,
-                               const in_t* __restrict b, int64_t n, acc_t wsi, acc_t wpi, acc_t wsp, acc_t wpp,
-                               const Norm<acc_t>& nm, int64_t c, bool cycle) {
-  if (!cycle) {
-    const acc_t m = nm.mean[c], s = nm.std[c], r = nm.rcp[c];
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t da = ld<acc_t>(a[j]) - m;
-      const acc_t db = ld<acc_t>(b[j]) - m;
-      const acc_t va = FAST ? fast_div(da, s, r) : da / s;
-      const acc_t vb = FAST ? fast_div(db, s, r) : db / s;
-      oi[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
-      op[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
-    }
-  } else {
-    const acc_t* __restrict m = nm.line_mean + c;
-    const acc_t* __restrict s = nm.line_std + c;
-    const acc_t* __restrict r = nm.line_rcp + c;
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t da = ld<acc_t>(a[j]) - m[j];
-      const acc_t db = ld<acc_t>(b[j]) - m[j];
-      const acc_t va = FAST ? fast_div(da, s[j], r[j]) : da / s[j];
-      const acc_t vb = FAST ? fast_div(db, s[j], r[j]) : db / s[j];
-      oi[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
-      op[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
-    }
-  }
-}
 template <typename in_t, typename out_t, typename acc_t>
-inline void mix_pair_span(out_t* __restrict oi, out_t* __restrict op, const in_t* __restrict a,
-                          const in_t* __restrict b, int64_t n, acc_t wsi, acc_t wpi, acc_t wsp, acc_t wpp,
-                          const Norm<acc_t>& nm, int64_t c, bool cycle) {
-  if (!nm.on) {
+MIXUP_INLINE void mix_pair_span(out_t* oi, out_t* op, const in_t* a, const in_t* b, int64_t n, acc_t wsi, acc_t wpi,
+                                acc_t wsp, acc_t wpp, const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  with_transform(nm, c, cycle, [=](auto f) MIXUP_LAMBDA_INLINE {
+    out_t* __restrict di = oi;
+    out_t* __restrict dp = op;
+    const in_t* __restrict xa = a;
+    const in_t* __restrict xb = b;
     for (int64_t j = 0; j < n; ++j) {
-      const acc_t va = ld<acc_t>(a[j]);
-      const acc_t vb = ld<acc_t>(b[j]);
-      oi[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
-      op[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
+      const acc_t va = f(ld<acc_t>(xa[j]), j);
+      const acc_t vb = f(ld<acc_t>(xb[j]), j);
+      di[j] = Narrow<out_t>::from(wsi * va + wpi * vb);
+      dp[j] = Narrow<out_t>::from(wsp * vb + wpp * va);
     }
-  } else if (nm.fast) {
-    mix_pair_span_norm<true>(oi, op, a, b, n, wsi, wpi, wsp, wpp, nm, c, cycle);
-  } else {
-    mix_pair_span_norm<false>(oi, op, a, b, n, wsi, wpi, wsp, wpp, nm, c, cycle);
-  }
+  });
 }
 
 // Out-of-place forward of a mixup-only batch whose perm is an involution:
@@ -619,6 +587,7 @@ const KernelTable kTable = {
 
 #undef MIXUP_ROW
 #undef MIXUP_INLINE
+#undef MIXUP_LAMBDA_INLINE
 
 }  // namespace MIXUP_ISA
 }  // namespace mixup_fused
