@@ -69,19 +69,33 @@ MIXUP_INLINE float f16_to_f32(uint16_t h) {
   const uint32_t two_w = w + w;
   const float normalized = from_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
   const float denormalized = from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+#if defined(MIXUP_MASK_SELECT)
   const bool denormal = static_cast<int32_t>(two_w >> 27) == 0;  // two_w < 2^27
+#else
+  const bool denormal = two_w < (1u << 27);
+#endif
   return from_bits(sign | select(denormal, to_bits(denormalized), to_bits(normalized)));
 }
 MIXUP_INLINE uint16_t f32_to_f16(float f) {
   float base = (__builtin_fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
   const uint32_t w = to_bits(f);
   const uint32_t sign = w & 0x80000000u;
+#if defined(MIXUP_MASK_SELECT)
   int32_t exponent = static_cast<int32_t>((w >> 23) & 0xFFu);  // bias = max(exponent, 0x71) << 24
   exponent = exponent < 0x71 ? 0x71 : exponent;
   base = from_bits((static_cast<uint32_t>(exponent) << 23) + 0x07800000u) + base;
+#else
+  uint32_t bias = (w + w) & 0xFF000000u;
+  bias = bias < 0x71000000u ? 0x71000000u : bias;
+  base = from_bits((bias >> 1) + 0x07800000u) + base;
+#endif
   const uint32_t bits = to_bits(base);
   const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+#if defined(MIXUP_MASK_SELECT)
   const bool nan = static_cast<int32_t>(w & 0x7FFFFFFFu) > 0x7F800000;
+#else
+  const bool nan = (w + w) > 0xFF000000u;
+#endif
   return static_cast<uint16_t>((sign >> 16) | select(nan, 0x7E00u, nonsign));
 }
 // bfloat16: round to nearest even; NaN stays a (quiet) NaN.

@@ -23,6 +23,7 @@ import sys
 import threading
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -486,6 +487,47 @@ def test_every_cpu_isa_and_thread_count_gives_the_same_bits():
         for name, tensors in res.items():
             for a, b in zip(tensors, base[name], strict=True):
                 assert torch.equal(a, b), f"{key} differs from base in {name}"
+
+
+def _convert_cpp(x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """x converted by the C++ kernel alone: every row CutMix-ed with an empty box is a copy."""
+    B = x.shape[0]
+    out, _ = mf.mix(
+        x, torch.zeros(B, dtype=torch.long), torch.arange(B), torch.ones(B), num_classes=2,
+        boxes=torch.zeros(B, 4, dtype=torch.long), out_dtype=out_dtype, backend="cpp",
+    )  # fmt: skip
+    return out
+
+
+@needs_cpp
+def test_fp16_conversions_are_exact_for_every_cpu_isa():
+    """All 65536 halves to float, and a million random floats plus the edges
+    (fp16 denormals, 65504, inf, NaN) to half: the same bits as torch's
+    conversions (NaN: some NaN) on every instruction set."""
+    from mixup_fused import _C
+
+    halves = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.float16).reshape(64, 1, 32, 32)
+    rng = np.random.default_rng(80)
+    bits = np.concatenate([
+        rng.integers(0, 2**32, size=2**20, dtype=np.uint64).astype(np.uint32),
+        np.arange(0x33000000, 0x33000000 + 2**17, dtype=np.uint32),  # below and into the fp16 denormals
+        np.arange(0x38700000, 0x38700000 + 2**17, dtype=np.uint32),  # fp16 denormals to normals
+        np.arange(0x477FE000, 0x477FE000 + 2**15, dtype=np.uint32),  # around 65504, up to overflow
+        np.array([0x7F800000, 0xFF800000, 0x7FC00000, 0xFF800001, 0x80000000], dtype=np.uint32),
+    ])  # fmt: skip
+    bits = np.resize(bits, (len(bits) + 1023) // 1024 * 1024)  # whole 32x32 images
+    floats = torch.from_numpy(bits.view(np.float32)).reshape(-1, 1, 32, 32)
+    previous = _C.cpu_isa()
+    try:
+        for isa in _C.supported_cpu_isas():
+            _C.set_cpu_isa(isa)
+            for x, odt, want in ((halves, torch.float32, halves.float()), (floats, torch.float16, floats.half())):
+                got = _convert_cpp(x, odt)
+                nan = torch.isnan(want)
+                assert torch.equal(torch.isnan(got), nan), f"{isa}: NaN where torch has none, or the reverse"
+                assert torch.equal(_bits(got[~nan]), _bits(want[~nan])), f"{isa}: {x.dtype} -> {odt} differs from torch"
+    finally:
+        _C.set_cpu_isa(previous)
 
 
 @needs_cpp
