@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iomanip>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,7 +93,10 @@ std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, b
   return out;
 }
 
-std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam) {
+// lam as double. ``f64``: the kernel computes in float64; otherwise it uses
+// lam rounded to float32, and that is the value checked against [0, 1] (a
+// float64 lam of 1 + 1e-12 is 1 for a float32 batch, as on every backend).
+std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64) {
   const int64_t B = x.size(0);
   check_same_device(x, lam, "lam");
   TORCH_CHECK_TYPE(is_float(lam.scalar_type()), "mixup_fused: lam must be a floating tensor, got ",
@@ -102,7 +106,8 @@ std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam) {
   auto l = lam.to(at::kDouble).contiguous();
   std::vector<double> out(l.data_ptr<double>(), l.data_ptr<double>() + B);
   for (int64_t i = 0; i < B; ++i) {
-    TORCH_CHECK_VALUE(out[i] >= 0.0 && out[i] <= 1.0, "mixup_fused: lam[", i, "] = ", out[i],
+    const double v = f64 ? out[i] : static_cast<double>(static_cast<float>(out[i]));
+    TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "mixup_fused: lam[", i, "] = ", std::setprecision(f64 ? 17 : 9), out[i],
                       " must be in [0, 1]");
   }
   return out;
@@ -361,7 +366,7 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   const auto odt = out_dtype.value_or(x_in.scalar_type() == at::kByte ? at::kFloat : x_in.scalar_type());
   TORCH_CHECK_TYPE(is_float(odt), "mixup_fused: out_dtype must be a floating dtype, got ", odt);
   const auto perm = checked_perm(x_in, perm_t, false);
-  const auto lam = checked_lam(x_in, lam_t);
+  const auto lam = checked_lam(x_in, lam_t, x_in.scalar_type() == at::kDouble || odt == at::kDouble);
   const auto boxes = checked_boxes(x_in, boxes_t);
   const auto ids = checked_target(x_in, target, num_classes, label_smoothing);
   const Norm norm = checked_norm(x_in, mean_t, std_t);
@@ -407,7 +412,7 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   (void)check;
   check_x(x, false);
   const auto perm = checked_perm(x, perm_t, true);
-  const auto lam = checked_lam(x, lam_t);
+  const auto lam = checked_lam(x, lam_t, x.scalar_type() == at::kDouble);
   const auto boxes = checked_boxes(x, boxes_t);
   const auto ids = checked_target(x, target, num_classes, label_smoothing);
   at::Tensor y = at::empty({x.size(0), num_classes}, x.options().dtype(at::kFloat));
@@ -440,7 +445,7 @@ at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t,
                             const c10::optional<at::Tensor>& boxes_t) {
   check_x(grad_in, false);
   const auto perm = checked_perm(grad_in, perm_t, false);
-  const auto lam = checked_lam(grad_in, lam_t);
+  const auto lam = checked_lam(grad_in, lam_t, grad_in.scalar_type() == at::kDouble);
   const auto boxes = checked_boxes(grad_in, boxes_t);
   const at::Tensor grad = dense_rows(grad_in);
   at::Tensor out = empty_out_like(grad, grad.scalar_type());

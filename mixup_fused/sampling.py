@@ -448,10 +448,10 @@ class NumpySampler:
             # Mixup only, per sample: timm's draws (beta, then rand), with fewer numpy calls.
             n = _draws_per_row(mode, B)
             lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n)
-            keep = np.random.rand(n) >= cfg.prob  # timm: np.where(rand < prob, lam_mix, 1)
+            mixed = np.random.rand(n) < cfg.prob  # timm: np.where(rand < prob, lam_mix, 1)
             lam_n = lam_mix.astype(np.float32)
-            if cfg.prob < 1.0:
-                lam_n[keep] = 1.0
+            if not cfg.prob >= 1.0:  # (a NaN prob mixes nothing, as in timm)
+                lam_n[~mixed] = 1.0
             return _blend_rows(mode, self._pairing(mode, B, pairing), lam_n, flip=pairing != "random")
         else:
             # lam stays float32, as in timm's arrays (it sets the box arithmetic and the rounding).

@@ -271,3 +271,17 @@ def test_mix_params_to():
     moved = params.to("cpu", torch.float32)
     assert moved.lam.dtype == torch.float32 and torch.equal(moved.lam, params.lam.float())
     assert moved.perm is params.perm
+
+
+@pytest.mark.parametrize("mode", ["elem", "pair", "batch"])
+def test_nan_prob_mixes_nothing_like_timm(timm_mixup, mode):
+    """timm draws ``rand < prob``: with prob = NaN no sample is mixed (the draws still happen)."""
+    cfg = MixupConfig(mixup_alpha=1.0, prob=math.nan)
+    np.random.seed(3)
+    params = NumpySampler().sample(cfg, mode, 6)
+    state = np.random.get_state()[1].copy()
+    assert torch.all(params.lam == 1.0) and params.mixes is False
+    np.random.seed(3)
+    m = timm_mixup.Mixup(mixup_alpha=1.0, prob=math.nan, mode=mode, num_classes=4)
+    m._params_per_elem(3 if mode == "pair" else 6) if mode != "batch" else m._params_per_batch()
+    assert np.array_equal(np.random.get_state()[1], state)
