@@ -456,15 +456,35 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       const acc_t own_w = pl.self_mix ? ws : acc_t(1);
       const acc_t part_w = pl.part_mix ? wp : acc_t(1);
       const bool part_all = pl.part_mix;
-      for (int64_t j = 0; j < L; ++j) {
-        // Both loads are unconditional (selects, not branches, so it vectorises).
-        const acc_t a = own_w * ld<acc_t>(xa[off + j]);
-        const acc_t b = part_w * ld<acc_t>(xb[off + j]);
-        const bool in_s = (j >= s0) & (j < s1);
-        const bool in_p = part_all | ((j >= p0) & (j < p1));
-        const acc_t va = in_s ? acc_t(0) : a;
-        const acc_t vb = in_p ? b : acc_t(0);
-        o[off + j] = Narrow<out_t>::from(va + vb);
+      // The line falls into at most five segments between the box edges; in
+      // each, whether a column is inside either box is constant, so the loop
+      // has no per-element condition and vectorises on every instruction set.
+      int64_t cuts[6] = {0, s0, s1, p0, p1, L};
+      for (int u = 1; u < 6; ++u)  // insertion sort of six values
+        for (int v = u; v > 0 && cuts[v - 1] > cuts[v]; --v) {
+          const int64_t t = cuts[v];
+          cuts[v] = cuts[v - 1];
+          cuts[v - 1] = t;
+        }
+      for (int q = 0; q < 5; ++q) {
+        const int64_t j0 = cuts[q], j1 = cuts[q + 1];
+        if (j0 >= j1) continue;
+        const bool in_s = j0 >= s0 && j0 < s1;
+        const bool in_p = part_all || (j0 >= p0 && j0 < p1);
+        const in_t* __restrict ya = xa + off;
+        const in_t* __restrict yb = xb + off;
+        out_t* __restrict yo = o + off;
+        // (own term or +0) + (partner term or +0), as the reference sums them.
+        const acc_t zero = acc_t(0);
+        if (!in_s && in_p)
+          for (int64_t j = j0; j < j1; ++j)
+            yo[j] = Narrow<out_t>::from(own_w * ld<acc_t>(ya[j]) + part_w * ld<acc_t>(yb[j]));
+        else if (!in_s)
+          for (int64_t j = j0; j < j1; ++j) yo[j] = Narrow<out_t>::from(own_w * ld<acc_t>(ya[j]) + zero);
+        else if (in_p)
+          for (int64_t j = j0; j < j1; ++j) yo[j] = Narrow<out_t>::from(zero + part_w * ld<acc_t>(yb[j]));
+        else
+          for (int64_t j = j0; j < j1; ++j) yo[j] = Narrow<out_t>::from(zero + zero);
       }
     }
   }
