@@ -322,6 +322,22 @@ MIXUP_INLINE void mix_pair_span(out_t* oi, out_t* op, const in_t* a, const in_t*
   });
 }
 
+// A line of L columns cut at the edges of two column intervals [a0, a1) and
+// [b0, b1): within each of the (at most five) segments, being inside either
+// interval is constant, so the loops over a segment have no per-column
+// condition and vectorise on every instruction set.
+struct Segments {
+  int64_t cut[6];
+  Segments(int64_t a0, int64_t a1, int64_t b0, int64_t b1, int64_t L) : cut{0, a0, a1, b0, b1, L} {
+    for (int u = 1; u < 6; ++u)  // insertion sort of six values
+      for (int v = u; v > 0 && cut[v - 1] > cut[v]; --v) {
+        const int64_t t = cut[v];
+        cut[v] = cut[v - 1];
+        cut[v - 1] = t;
+      }
+  }
+};
+
 // Out-of-place forward of a mixup-only batch whose perm is an involution:
 // units [u0, u1) over (pair, chunk or line range), each pair's rows written
 // together (half the input reads and, with mean/std, half the normalising).
@@ -456,18 +472,10 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       const acc_t own_w = pl.self_mix ? ws : acc_t(1);
       const acc_t part_w = pl.part_mix ? wp : acc_t(1);
       const bool part_all = pl.part_mix;
-      // The line falls into at most five segments between the box edges; in
-      // each, whether a column is inside either box is constant, so the loop
-      // has no per-element condition and vectorises on every instruction set.
-      int64_t cuts[6] = {0, s0, s1, p0, p1, L};
-      for (int u = 1; u < 6; ++u)  // insertion sort of six values
-        for (int v = u; v > 0 && cuts[v - 1] > cuts[v]; --v) {
-          const int64_t t = cuts[v];
-          cuts[v] = cuts[v - 1];
-          cuts[v - 1] = t;
-        }
+      // Segments between the box edges (see Segments).
+      const Segments sg(s0, s1, p0, p1, L);
       for (int q = 0; q < 5; ++q) {
-        const int64_t j0 = cuts[q], j1 = cuts[q + 1];
+        const int64_t j0 = sg.cut[q], j1 = sg.cut[q + 1];
         if (j0 >= j1) continue;
         const bool in_s = j0 >= s0 && j0 < s1;
         const bool in_p = part_all || (j0 >= p0 && j0 < p1);
@@ -488,6 +496,44 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       }
     }
   }
+}
+
+// What an in-place pair segment writes into a row: the blend, the partner's
+// pixels, or its own (left alone).
+constexpr int kMix = 0, kOther = 1, kOwn = 2;
+
+template <int SI, int SP, typename scalar_t, typename acc_t>
+MIXUP_INLINE void pair_segment_as(scalar_t* __restrict xi, scalar_t* __restrict xp, int64_t j0, int64_t j1, acc_t wi,
+                                  acc_t ri, acc_t wp, acc_t rp) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const scalar_t a = xi[j];
+    const scalar_t b = xp[j];
+    if (SI == kMix) xi[j] = Narrow<scalar_t>::from(wi * ld<acc_t>(a) + ri * ld<acc_t>(b));
+    if (SI == kOther) xi[j] = b;
+    if (SP == kMix) xp[j] = Narrow<scalar_t>::from(wp * ld<acc_t>(b) + rp * ld<acc_t>(a));
+    if (SP == kOther) xp[j] = a;
+  }
+}
+
+// Rows i and p (i != p) over columns [j0, j1) of a line, each as ``si`` / ``sp``.
+template <typename scalar_t, typename acc_t>
+inline void pair_segment(int si, int sp, scalar_t* xi, scalar_t* xp, int64_t j0, int64_t j1, acc_t wi, acc_t ri,
+                         acc_t wp, acc_t rp) {
+#define MIXUP_SEG(SI, SP)                                                    \
+  if (si == SI && sp == SP) {                                                \
+    pair_segment_as<SI, SP, scalar_t, acc_t>(xi, xp, j0, j1, wi, ri, wp, rp); \
+    return;                                                                  \
+  }
+  MIXUP_SEG(kMix, kMix)
+  MIXUP_SEG(kMix, kOther)
+  MIXUP_SEG(kMix, kOwn)
+  MIXUP_SEG(kOther, kMix)
+  MIXUP_SEG(kOther, kOther)
+  MIXUP_SEG(kOther, kOwn)
+  MIXUP_SEG(kOwn, kMix)
+  MIXUP_SEG(kOwn, kOther)
+#undef MIXUP_SEG
+  // (kOwn, kOwn): nothing moves.
 }
 
 // In-place forward on an involution: each pair (i, perm[i]) is read once and
@@ -557,25 +603,16 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
           }
         continue;  // a cut sample paired with itself keeps its pixels
       }
-      if (!mi && !mp) {
-        // Both cut: only the columns inside either box move.
-        if (!hi && !hp) continue;
-        const int64_t lo = min64(hi ? i0 : p0, hp ? p0 : i0), hi_end = max64(i1, p1);
-        for (int64_t j = lo; j < hi_end; ++j) {
-          const scalar_t a = xi[off + j];
-          const scalar_t b = xp[off + j];
-          if (j >= i0 && j < i1) xi[off + j] = b;
-          if (j >= p0 && j < p1) xp[off + j] = a;
-        }
-        continue;
-      }
-      for (int64_t j = 0; j < L; ++j) {
-        const acc_t a = ld<acc_t>(xi[off + j]);
-        const acc_t b = ld<acc_t>(xp[off + j]);
-        const acc_t vi = mi ? wi * a + ri * b : (((j >= i0) & (j < i1)) ? b : a);
-        const acc_t vp = mp ? wp * b + rp * a : (((j >= p0) & (j < p1)) ? a : b);
-        xi[off + j] = Narrow<scalar_t>::from(vi);
-        xp[off + j] = Narrow<scalar_t>::from(vp);
+      if (!mi && !mp && !hi && !hp) continue;  // both cut, and no box crosses this line
+      // Per segment, each row takes the blend (a mixed row), its partner's
+      // pixels (inside its box) or keeps its own.
+      const Segments sg(i0, i1, p0, p1, L);
+      for (int q = 0; q < 5; ++q) {
+        const int64_t j0 = sg.cut[q], j1 = sg.cut[q + 1];
+        if (j0 >= j1) continue;
+        const int si = mi ? kMix : (j0 >= i0 && j0 < i1) ? kOther : kOwn;
+        const int sp = mp ? kMix : (j0 >= p0 && j0 < p1) ? kOther : kOwn;
+        pair_segment<scalar_t, acc_t>(si, sp, xi + off, xp + off, j0, j1, wi, ri, wp, rp);
       }
     }
   }
