@@ -300,6 +300,15 @@ Geometry geometry(const at::Tensor& x, const at::Tensor* out, bool image) {
   return g;
 }
 
+// The rows i <= perm[i] of an involution: one per pair (a row paired with
+// itself included), each unit of the pair kernels starts from one.
+std::vector<int64_t> pair_firsts(const std::vector<int64_t>& perm) {
+  std::vector<int64_t> firsts;
+  for (int64_t i = 0; i < static_cast<int64_t>(perm.size()); ++i)
+    if (i <= perm[i]) firsts.push_back(i);
+  return firsts;
+}
+
 // The weight as the kernels compute with it: float32 unless in float64.
 double weight(double lam, bool f64) { return f64 ? lam : static_cast<double>(static_cast<float>(lam)); }
 double one_minus(double lam, bool f64) {
@@ -365,8 +374,9 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   check_x(x_in, normalize);
   const auto odt = out_dtype.value_or(x_in.scalar_type() == at::kByte ? at::kFloat : x_in.scalar_type());
   TORCH_CHECK_TYPE(is_float(odt), "mixup_fused: out_dtype must be a floating dtype, got ", odt);
+  const bool f64 = x_in.scalar_type() == at::kDouble || odt == at::kDouble;
   const auto perm = checked_perm(x_in, perm_t, false);
-  const auto lam = checked_lam(x_in, lam_t, x_in.scalar_type() == at::kDouble || odt == at::kDouble);
+  const auto lam = checked_lam(x_in, lam_t, f64);
   const auto boxes = checked_boxes(x_in, boxes_t);
   const auto ids = checked_target(x_in, target, num_classes, label_smoothing);
   const Norm norm = checked_norm(x_in, mean_t, std_t);
@@ -375,7 +385,6 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   at::Tensor out = empty_out_like(x, odt);
   at::Tensor y = at::empty({x.size(0), num_classes}, x.options().dtype(at::kFloat));
   const bool cutmix = boxes_t.has_value();
-  const bool f64 = x.scalar_type() == at::kDouble || odt == at::kDouble;
   const Geometry g = geometry(x, &out, cutmix || normalize);
   std::vector<RowPlan> plan(g.B);
   for (int64_t i = 0; i < g.B; ++i) {
@@ -390,10 +399,7 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   // are written from one read of its two input rows.
   bool involution = !cutmix;
   for (int64_t i = 0; involution && i < g.B; ++i) involution = perm[perm[i]] == i;
-  std::vector<int64_t> firsts;
-  if (involution)
-    for (int64_t i = 0; i < g.B; ++i)
-      if (i <= perm[i]) firsts.push_back(i);
+  const std::vector<int64_t> firsts = involution ? pair_firsts(perm) : std::vector<int64_t>{};
   MixArgs args{x.const_data_ptr(), out.mutable_data_ptr(), g,
                plan.data(),        cutmix,                false,
                normalize,          norm.mean.data(),      norm.std.data(),
@@ -411,8 +417,10 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
                            bool check) {
   (void)check;
   check_x(x, false);
+  // The kernels see weights as float32 unless computing in float64.
+  const bool f64 = x.scalar_type() == at::kDouble;
   const auto perm = checked_perm(x, perm_t, true);
-  const auto lam = checked_lam(x, lam_t, x.scalar_type() == at::kDouble);
+  const auto lam = checked_lam(x, lam_t, f64);
   const auto boxes = checked_boxes(x, boxes_t);
   const auto ids = checked_target(x, target, num_classes, label_smoothing);
   at::Tensor y = at::empty({x.size(0), num_classes}, x.options().dtype(at::kFloat));
@@ -421,11 +429,7 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   // Rows that are not dense are mixed in a dense copy and written back.
   at::Tensor xd = dense_rows(x);
   const Geometry g = geometry(xd, nullptr, cutmix);
-  std::vector<int64_t> firsts;
-  for (int64_t i = 0; i < g.B; ++i)
-    if (i <= perm[i]) firsts.push_back(i);
-  // The kernels see weights as float32 unless computing in float64.
-  const bool f64 = xd.scalar_type() == at::kDouble;
+  const std::vector<int64_t> firsts = pair_firsts(perm);
   std::vector<double> w(g.B);
   std::unique_ptr<bool[]> mix_rows(new bool[g.B > 0 ? g.B : 1]);
   for (int64_t i = 0; i < g.B; ++i) {
@@ -444,13 +448,13 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
 at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t, const at::Tensor& lam_t,
                             const c10::optional<at::Tensor>& boxes_t) {
   check_x(grad_in, false);
+  const bool f64 = grad_in.scalar_type() == at::kDouble;
   const auto perm = checked_perm(grad_in, perm_t, false);
-  const auto lam = checked_lam(grad_in, lam_t, grad_in.scalar_type() == at::kDouble);
+  const auto lam = checked_lam(grad_in, lam_t, f64);
   const auto boxes = checked_boxes(grad_in, boxes_t);
   const at::Tensor grad = dense_rows(grad_in);
   at::Tensor out = empty_out_like(grad, grad.scalar_type());
   const bool cutmix = boxes_t.has_value();
-  const bool f64 = grad.scalar_type() == at::kDouble;
   const Geometry g = geometry(grad, &out, cutmix);
   std::vector<int64_t> inv(g.B);
   for (int64_t i = 0; i < g.B; ++i) inv[perm[i]] = i;

@@ -436,14 +436,11 @@ class NumpySampler:
             lam_b, use_cut_b = self._params_per_batch(cfg)
             if not use_cut_b or lam_b == 1.0:  # the common case, kept short: one blend weight
                 return _batch_blend(self._pairing(mode, B, pairing), lam_b)
-            lam_n = np.array([lam_b], dtype=np.float64)
-            use_cut_n = np.array([use_cut_b and lam_b != 1.0])  # timm returns before the box when lam == 1
-            box_n = np.array([NO_BOX], dtype=np.int64)
-            if use_cut_n[0]:
-                (yl, yh, xl, xh), lam_n[0] = cutmix_bbox_and_lam(
-                    _need_hw(img_size), lam_b, cfg.cutmix_minmax, cfg.correct_lam
-                )
-                box_n[0] = (yl, yh, xl, xh)
+            # A cut (timm returns before the box when lam == 1, handled above).
+            box, lam_cut = cutmix_bbox_and_lam(_need_hw(img_size), lam_b, cfg.cutmix_minmax, cfg.correct_lam)
+            lam_n = np.array([lam_cut], dtype=np.float64)
+            use_cut_n = np.array([True])
+            box_n = np.array([box], dtype=np.int64)
         elif cfg.enabled and not cfg.cutmix_on:
             # Mixup only, per sample: timm's draws (beta, then rand), with fewer numpy calls.
             n = _draws_per_row(mode, B)
@@ -582,8 +579,6 @@ def _rows_numpy(
     of a few dozen small torch ops), plus the host hints of :func:`_on_host`.
     ``box_n`` None: no row cuts."""
     B = pair.perm.shape[0]
-    if mode == "batch" and not use_cut_n[0]:
-        return _batch_blend(pair, float(lam_n[0]))
     if box_n is None:
         return _blend_rows(mode, pair, lam_n, flip=False)
     first, second = pair.first.numpy(), pair.second.numpy()
