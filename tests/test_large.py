@@ -158,6 +158,22 @@ def _expected_row(saved, r, p, t, lam, boxes, K, eps, **kw):
     return out[0], y[0]
 
 
+def _big_batch(shape, dtype: torch.dtype, num_classes: int, seed: int):
+    """A lazily zeroed batch with a few filled rows (``checked``, saved for the
+    expected values), an involution, lam, class ids and boxes; seeds
+    ``seed .. seed + 3``."""
+    B, C, H, W = shape
+    x = _lazy_zeros(shape, dtype)
+    perm, checked = _big_involution(B, C * H * W, seed=seed)
+    _fill_rows(x, checked, seed=seed + 1)
+    saved = {r: x[r].clone() for r in checked}
+    g = torch.Generator().manual_seed(seed + 2)
+    lam = torch.rand(B, generator=g)
+    t = torch.randint(0, num_classes, (B,), generator=g)
+    boxes = _boxes_for(B, H, W, checked, seed=seed + 3)
+    return x, perm, checked, saved, lam, t, boxes
+
+
 def child_cpp_bf16_inplace() -> None:
     """bfloat16 [8230, 1, 509, 513]: 2**31 + 1.5M elements (4 GiB, mostly
     never touched), in place, CutMix and mixup (NO_BOX) rows in one call."""
@@ -165,14 +181,7 @@ def child_cpp_bf16_inplace() -> None:
     B, C, H, W = 8230, 1, 509, 513
     row = C * H * W
     assert B * row > INT32_LIMIT and (B - 3) * row > INT32_LIMIT
-    x = _lazy_zeros((B, C, H, W), torch.bfloat16)
-    perm, checked = _big_involution(B, row, seed=1)
-    _fill_rows(x, checked, seed=2)
-    saved = {r: x[r].clone() for r in checked}
-    g = torch.Generator().manual_seed(3)
-    lam = torch.rand(B, generator=g)
-    t = torch.randint(0, 1000, (B,), generator=g)
-    boxes = _boxes_for(B, H, W, checked, seed=4)
+    x, perm, checked, saved, lam, t, boxes = _big_batch((B, C, H, W), torch.bfloat16, 1000, seed=1)
     y = mf.mix(x, t, perm, lam, num_classes=1000, label_smoothing=0.1, boxes=boxes, inplace=True, backend="cpp")[1]
     for r in checked:
         want_x, want_y = _expected_row(saved, r, int(perm[r]), t, lam, boxes, 1000, 0.1)
@@ -194,14 +203,7 @@ def child_cpp_uint8_normalize_cutmix() -> None:
     B, C, H, W = 2745, 3, 509, 513
     row = C * H * W
     assert B * row > INT32_LIMIT
-    x = _lazy_zeros((B, C, H, W), torch.uint8)
-    perm, checked = _big_involution(B, row, seed=5)
-    _fill_rows(x, checked, seed=6)
-    saved = {r: x[r].clone() for r in checked}
-    g = torch.Generator().manual_seed(7)
-    lam = torch.rand(B, generator=g)
-    t = torch.randint(0, 21841, (B,), generator=g)
-    boxes = _boxes_for(B, H, W, checked, seed=8)
+    x, perm, checked, saved, lam, t, boxes = _big_batch((B, C, H, W), torch.uint8, 21841, seed=5)
     mean, std = [0.0, 0.0, 0.0], [58.395, 57.12, 57.375]
     out, y = mf.mix(
         x, t, perm, lam, num_classes=21841, boxes=boxes, mean=mean, std=std, out_dtype=torch.bfloat16, backend="cpp"

@@ -248,12 +248,17 @@ def test_call_is_sample_then_apply(timm_mixup, mode):
     x = torch.randn(B, C, H, W)
     target = torch.randint(0, K, (B,))
     kw = dict(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=K)
-    np.random.seed(11)
-    xa, ya = Mixup(mode=mode, **kw)(x.clone(), target)
-    np.random.seed(11)
-    xb, yb = timm_mixup.Mixup(mode=mode, **kw)(x.clone(), target)
-    torch.testing.assert_close(xa, xb, rtol=0, atol=1e-6)
-    torch.testing.assert_close(ya, yb, rtol=0, atol=2**-22)
+    assert_calls_match(timm_mixup, dict(mode=mode, **kw), x, target, seed=11)
+
+
+def assert_calls_match(timm_mixup, kw, x, target, seed):
+    """Ours and timm's ``Mixup(**kw)(x, target)`` from the same numpy seed agree."""
+    np.random.seed(seed)
+    xo, yo = Mixup(**kw)(x.clone(), target)
+    np.random.seed(seed)
+    xt, yt = timm_mixup.Mixup(**kw)(x.clone(), target)
+    torch.testing.assert_close(xo, xt, rtol=0, atol=1e-6)
+    torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22)
 
 
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
@@ -277,12 +282,7 @@ def test_multi_label_like_timm(timm_mixup, mode):
     x = torch.randn(B, C, H, W)
     target = (torch.rand(B, K) < 0.3).float()
     kw = dict(mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=K, multi_label=True)
-    np.random.seed(5)
-    xo, yo = Mixup(mode=mode, **kw)(x.clone(), target)
-    np.random.seed(5)
-    xt, yt = timm_mixup.Mixup(mode=mode, **kw)(x.clone(), target)
-    torch.testing.assert_close(xo, xt, rtol=0, atol=1e-6)
-    torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22)
+    assert_calls_match(timm_mixup, dict(mode=mode, **kw), x, target, seed=5)
 
 
 # ----------------------------------------------------------------------------
