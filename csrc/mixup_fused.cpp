@@ -524,7 +524,16 @@ PyObject* py_set_cpu_isa(PyObject*, PyObject* arg) {
   return PyUnicode_FromString(previous);
 }
 
+// MIXUP_FUSED_BACKEND, read at every call of the Python API with backend='auto'
+// (see ops._backend_override). os.environ writes through to this environment.
+PyObject* py_backend_override(PyObject*, PyObject*) {
+  const char* env = std::getenv("MIXUP_FUSED_BACKEND");
+  if (env == nullptr) Py_RETURN_NONE;
+  return PyUnicode_DecodeFSDefault(env);
+}
+
 PyMethodDef kMethods[] = {
+    {"backend_override", py_backend_override, METH_NOARGS, "The MIXUP_FUSED_BACKEND environment variable, or None."},
     {"cpu_isa", py_cpu_isa, METH_NOARGS, "Name of the CPU kernel table in use."},
     {"supported_cpu_isas", py_supported_cpu_isas, METH_NOARGS, "CPU kernel tables this CPU can run."},
     {"set_cpu_isa", py_set_cpu_isa, METH_O, "Select a CPU kernel table by name; returns the previous one."},

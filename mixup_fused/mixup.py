@@ -148,6 +148,7 @@ class Mixup:
         self.out_dtype = out_dtype
         self.memory_format = memory_format
         self._norm_cache = None
+        self._config = None
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"mixup_fused: num_classes must be an int >= 1, got {num_classes!r}")
         if not 0.0 <= label_smoothing <= 1.0:
@@ -165,15 +166,30 @@ class Mixup:
     def config(self) -> sampling.MixupConfig:
         """The current draw settings (read at every call: they may be changed between calls, as in timm)."""
         minmax = None if self.cutmix_minmax is None else tuple(self.cutmix_minmax)
-        return sampling.MixupConfig(
-            mixup_alpha=float(self.mixup_alpha),
-            cutmix_alpha=float(self.cutmix_alpha),
-            cutmix_minmax=minmax,
-            prob=float(self.mix_prob),
-            switch_prob=float(self.switch_prob),
-            correct_lam=bool(self.correct_lam),
-            enabled=bool(self.mixup_enabled),
+        key = (
+            self.mixup_alpha,
+            self.cutmix_alpha,
+            minmax,
+            self.mix_prob,
+            self.switch_prob,
+            self.correct_lam,
+            self.mixup_enabled,
         )
+        # Built again only when a setting changed: a per-call cost that shows with small batches.
+        if self._config is None or self._config[0] != key:
+            self._config = (
+                key,
+                sampling.MixupConfig(
+                    mixup_alpha=float(self.mixup_alpha),
+                    cutmix_alpha=float(self.cutmix_alpha),
+                    cutmix_minmax=minmax,
+                    prob=float(self.mix_prob),
+                    switch_prob=float(self.switch_prob),
+                    correct_lam=bool(self.correct_lam),
+                    enabled=bool(self.mixup_enabled),
+                ),
+            )
+        return self._config[1]
 
     def sample_params(self, batch_size: int, img_size=None, device=None) -> sampling.MixParams:
         """Draw lam, boxes and pairing for a batch (``img_size = (H, W)``, needed for CutMix)."""
@@ -215,8 +231,8 @@ class Mixup:
             eps = float(self.label_smoothing)
             if not target.is_floating_point():
                 target = target.long()
-        # float32 lam for the device (the C++ kernel on CPU takes the draws' float64 and rounds it the same way).
-        lam_dtype = torch.float64 if x.dtype == torch.float64 else (None if x.device.type == "cpu" else torch.float32)
+        # float32 lam for the device (the C++ kernel on CPU takes the draws as they are and rounds them the same way).
+        lam_dtype = torch.float64 if x.dtype == torch.float64 else (None if x.is_cpu else torch.float32)
         params = params.to(x.device, lam_dtype)
         normalize = self.mean is not None or x.dtype == torch.uint8
         if params.mixes is False and not normalize:

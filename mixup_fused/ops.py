@@ -21,13 +21,24 @@ from . import _checks
 from .reference import mix_images_reference, mix_targets_reference
 
 try:
-    from . import _C  # noqa: F401  (registers the schemas and the CPU kernels)
+    from . import _C  # (registers the schemas and the CPU kernels)
 
     HAS_CPP = True
     CPP_IMPORT_ERROR: Exception | None = None
 except ImportError as err:  # pragma: no cover - exercised only without a build
     HAS_CPP = False
     CPP_IMPORT_ERROR = err
+
+
+def _backend_override() -> str | None:
+    """``MIXUP_FUSED_BACKEND``: from the C environment when the extension is
+    built (os.environ writes through to it; ``os.environ.get`` of an unset
+    variable raises and catches two KeyErrors, a visible part of a cold call),
+    from ``os.environ`` while torch.compile traces (it cannot trace the C call)."""
+    if not HAS_CPP or torch.compiler.is_compiling():
+        return os.environ.get("MIXUP_FUSED_BACKEND")
+    return _C.backend_override()
+
 
 # The schemas, as csrc/mixup_fused.cpp declares them. Without the C++ build
 # they are defined here so that the CUDA (Triton) kernels still work.
@@ -234,21 +245,23 @@ torch.library.register_autograd("mixup_fused::mix", _mix_backward, setup_context
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    # Called on every mix: it reads x.is_cpu / x.is_cuda rather than build x.device.
     global _warned_fallback
     if backend not in BACKENDS:
         raise ValueError(f"mixup_fused: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = os.environ.get("MIXUP_FUSED_BACKEND", "auto") or "auto"
+        backend = _backend_override() or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"mixup_fused: MIXUP_FUSED_BACKEND must be one of {BACKENDS}, got {backend!r}")
-    if backend in ("auto", "reference") and x.device.type not in ("cpu", "cuda"):
+    is_cpu = x.is_cpu
+    if backend in ("auto", "reference") and not (is_cpu or x.is_cuda):
         raise ValueError(f"mixup_fused: x is on {x.device}; supported devices are cpu and cuda")
     if backend == "auto":
-        if x.is_cuda:
+        if not is_cpu:
             return "triton"
-        if x.device.type == "cpu" and HAS_CPP:
+        if HAS_CPP:
             return "cpp"
-        if x.device.type == "cpu" and not _warned_fallback:
+        if not _warned_fallback:
             _warned_fallback = True
             warnings.warn(
                 f"mixup_fused: the C++ extension is not built ({CPP_IMPORT_ERROR}); "
@@ -260,12 +273,12 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     if backend == "cpp":
         if not HAS_CPP:
             raise RuntimeError(f"mixup_fused: backend='cpp' needs the C++ extension: {CPP_IMPORT_ERROR}")
-        if x.device.type != "cpu":
+        if not is_cpu:
             raise ValueError(f"mixup_fused: backend='cpp' runs on CPU tensors, but x is on {x.device}")
     if backend == "triton" and not x.is_cuda:
         from ._triton_mix import interpreter_active
 
-        if not (x.device.type == "cpu" and interpreter_active()):
+        if not (is_cpu and interpreter_active()):
             raise ValueError(
                 f"mixup_fused: backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 "
                 f"set before import), but x is on {x.device}"

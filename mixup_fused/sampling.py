@@ -369,7 +369,7 @@ class MixParams:
 
     Attributes:
         pairing: the involution (``pairing.perm`` goes to the op).
-        lam: float ``[B]``, the weight of each sample's own target; for rows
+        lam: float32 or float64 ``[B]``, the weight of each sample's own target; for rows
             that are blended (no box, or ``NO_BOX``) also of its own image.
         boxes: int64 ``[B, 4]`` ``(y0, y1, x0, x1)`` or None (every row is
             blended). Rows equal to ``NO_BOX`` are blended with lam,
@@ -444,12 +444,13 @@ class NumpySampler:
         elif cfg.enabled and not cfg.cutmix_on:
             # Mixup only, per sample: timm's draws (beta, then rand), with fewer numpy calls.
             n = _draws_per_row(mode, B)
-            lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n)
-            mixed = np.random.rand(n) < cfg.prob  # timm: np.where(rand < prob, lam_mix, 1)
-            lam_n = lam_mix.astype(np.float32)
-            if not cfg.prob >= 1.0:  # (a NaN prob mixes nothing, as in timm)
-                lam_n[~mixed] = 1.0
-            return _blend_rows(mode, self._pairing(mode, B, pairing), lam_n, flip=pairing != "random")
+            # lam stays float32, as timm's: the op takes it as it is.
+            lam_n = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n).astype(np.float32)
+            keep = np.random.rand(n)  # timm: np.where(rand < prob, lam_mix, 1)
+            every = cfg.prob >= 1.0
+            if not every:  # (a NaN prob mixes nothing, as in timm)
+                lam_n[~(keep < cfg.prob)] = 1.0
+            return _blend_rows(mode, self._pairing(mode, B, pairing), lam_n, flip=pairing != "random", every=every)
         else:
             # lam stays float32, as in timm's arrays (it sets the box arithmetic and the rounding).
             lam_n, use_cut_n = self._params_per_elem(cfg, _draws_per_row(mode, B))
@@ -551,13 +552,15 @@ def _batch_blend(pair: Pairing, lam_b: float) -> MixParams:
     return MixParams(pair, lam, None, mixes=lam_b != 1.0 and B > 1)
 
 
-def _blend_rows(mode: str, pair: Pairing, lam_n: np.ndarray, flip: bool) -> MixParams:
-    """Per-sample blends only (no row cuts): no box arrays at all. ``flip``:
-    ``pair`` is :func:`flip_pairing` (whose only unpaired sample is an odd
-    batch's middle one)."""
+def _blend_rows(mode: str, pair: Pairing, lam_n: np.ndarray, flip: bool, every: bool = False) -> MixParams:
+    """Per-sample blends only (no row cuts): no box arrays at all. ``lam_n``:
+    one fresh float array of draws (written into). ``flip``: ``pair`` is
+    :func:`flip_pairing` (whose only unpaired sample is an odd batch's middle
+    one). ``every``: every draw mixes (``prob >= 1``), so the batch mixes if
+    it has a pair, without a scan of lam."""
     B = pair.perm.shape[0]
     if mode == "elem":
-        lam = lam_n.astype(np.float64)
+        lam = lam_n
         # A sample paired with itself keeps lam = 1.
         if flip:
             if B % 2:
@@ -565,11 +568,12 @@ def _blend_rows(mode: str, pair: Pairing, lam_n: np.ndarray, flip: bool) -> MixP
         else:
             lam[pair.perm.numpy() == np.arange(B)] = 1.0
     else:
-        lam = np.ones(B)
+        lam = np.ones(B, dtype=lam_n.dtype)
         lam[pair.first.numpy()] = lam_n
         if mode == "pair":
             lam[pair.second.numpy()] = lam_n
-    return MixParams(pair, torch.from_numpy(lam), None, mixes=bool((lam != 1.0).any()))
+    mixes = B > 1 if every else bool((lam != 1.0).any())
+    return MixParams(pair, torch.from_numpy(lam), None, mixes=mixes)
 
 
 def _rows_numpy(

@@ -379,3 +379,19 @@ def test_lam_is_checked_in_the_dtype_the_kernel_uses(backend):
     # In float64 the check is exact.
     with pytest.raises(ValueError, match=r"\blam\b"):
         mixup_fused.mix(x.double(), t, perm, near, num_classes=2, backend=backend)
+
+
+def test_backend_from_environment_follows_changes(monkeypatch):
+    """MIXUP_FUSED_BACKEND is read at every call: set, changed and unset after import."""
+    from mixup_fused import ops
+
+    x = torch.zeros(2, 3)
+    monkeypatch.setenv("MIXUP_FUSED_BACKEND", "reference")
+    assert ops.resolve_backend("auto", x) == "reference"
+    assert ops.resolve_backend("reference", x) == "reference"
+    if ops.HAS_CPP:
+        assert ops.resolve_backend("cpp", x) == "cpp"  # an explicit backend wins
+    monkeypatch.setenv("MIXUP_FUSED_BACKEND", "")
+    assert ops.resolve_backend("auto", x) == ("cpp" if ops.HAS_CPP else "reference")
+    monkeypatch.delenv("MIXUP_FUSED_BACKEND")
+    assert ops.resolve_backend("auto", x) == ("cpp" if ops.HAS_CPP else "reference")

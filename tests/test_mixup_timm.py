@@ -277,6 +277,42 @@ def test_mixing_disabled_like_timm(timm_mixup, mode):
     torch.testing.assert_close(yo, yt, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_settings_changed_between_calls_like_timm(timm_mixup, mode):
+    """timm reads its attributes at every call (training loops switch mixing
+    off near the end): each change, also an in-place edit of cutmix_minmax,
+    applies from the next call on."""
+    x = torch.randn(B, C, H, W)
+    target = torch.randint(0, K, (B,))
+
+    def make(cls):
+        return cls(mode=mode, num_classes=K, cutmix_alpha=1.0, cutmix_minmax=[0.3, 0.6])
+
+    ours, theirs = make(Mixup), make(timm_mixup.Mixup)
+    changes = [
+        lambda m: None,
+        lambda m: setattr(m, "mixup_enabled", False),
+        lambda m: setattr(m, "mixup_enabled", True),
+        lambda m: m.cutmix_minmax.__setitem__(1, 0.9),
+        lambda m: setattr(m, "cutmix_minmax", None),
+        lambda m: setattr(m, "switch_prob", 1.0),
+        lambda m: setattr(m, "correct_lam", False),
+        lambda m: setattr(m, "switch_prob", 0.0),
+        lambda m: setattr(m, "mixup_alpha", 0.3),
+        lambda m: setattr(m, "mix_prob", 0.0),
+        lambda m: setattr(m, "mix_prob", 0.5),
+    ]
+    for seed, change in enumerate(changes):
+        change(ours)
+        change(theirs)
+        np.random.seed(seed)
+        xo, yo = ours(x.clone(), target)
+        np.random.seed(seed)
+        xt, yt = theirs(x.clone(), target)
+        torch.testing.assert_close(xo, xt, rtol=0, atol=1e-6, msg=f"change {seed}")
+        torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22, msg=f"change {seed}")
+
+
 @pytest.mark.parametrize("mode", ["batch", "elem"])
 def test_multi_label_like_timm(timm_mixup, mode):
     x = torch.randn(B, C, H, W)
