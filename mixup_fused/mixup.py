@@ -229,7 +229,7 @@ class Mixup:
             eps = 0.0
         else:
             eps = float(self.label_smoothing)
-            if not target.is_floating_point():
+            if target.dtype != torch.int64 and not target.is_floating_point():
                 target = target.long()
         # float32 lam for the device (the C++ kernel on CPU takes the draws as they are and rounds them the same way).
         lam_dtype = torch.float64 if x.dtype == torch.float64 else (None if x.is_cpu else torch.float32)
