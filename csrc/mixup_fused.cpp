@@ -62,6 +62,35 @@ bool is_float(at::ScalarType t) {
 // Validation (the same rules as mixup_fused/_checks.py)
 // ---------------------------------------------------------------------------
 
+// The values of a small 1-d (or [B, 4]) CPU tensor as Out, read in place for
+// the dtypes the Python API passes (no conversion or contiguous copy through
+// the dispatcher: those are a visible part of a call when the caches are cold).
+template <typename Out>
+std::vector<Out> host_values(const at::Tensor& t, at::ScalarType as) {
+  const int64_t n = t.numel();
+  std::vector<Out> out(static_cast<size_t>(n));
+  const bool dense = t.is_contiguous();
+  auto copy = [&](auto tag) {
+    using In = decltype(tag);
+    const In* d = t.const_data_ptr<In>();
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<Out>(d[i]);
+  };
+  if (dense && t.scalar_type() == at::kLong) {
+    copy(int64_t{});
+  } else if (dense && t.scalar_type() == at::kInt) {
+    copy(int32_t{});
+  } else if (dense && t.scalar_type() == at::kFloat) {
+    copy(float{});
+  } else if (dense && t.scalar_type() == at::kDouble) {
+    copy(double{});
+  } else {
+    const at::Tensor c = t.to(as).contiguous();
+    const Out* d = c.const_data_ptr<Out>();
+    std::copy(d, d + n, out.begin());
+  }
+  return out;
+}
+
 void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.device() == x.device(), "mixup_fused: ", name, " is on ", t.device(),
                     " but x is on ", x.device(), "; all tensors must be on the same device");
@@ -74,8 +103,7 @@ std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, b
                    "mixup_fused: perm must be an int64 tensor, got ", perm.scalar_type());
   TORCH_CHECK_VALUE(perm.dim() == 1 && perm.size(0) == B, "mixup_fused: perm must have shape [B] = [", B,
                     "], got ", perm.sizes());
-  auto p = perm.to(at::kLong).contiguous();
-  std::vector<int64_t> out(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + B);
+  std::vector<int64_t> out = host_values<int64_t>(perm, at::kLong);
   std::vector<char> seen(B, 0);
   for (int64_t i = 0; i < B; ++i) {
     TORCH_CHECK_VALUE(out[i] >= 0 && out[i] < B, "mixup_fused: perm[", i, "] = ", out[i],
@@ -103,8 +131,7 @@ std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool
                    lam.scalar_type());
   TORCH_CHECK_VALUE(lam.dim() == 1 && lam.size(0) == B, "mixup_fused: lam must have shape [B] = [", B,
                     "], got ", lam.sizes());
-  auto l = lam.to(at::kDouble).contiguous();
-  std::vector<double> out(l.data_ptr<double>(), l.data_ptr<double>() + B);
+  std::vector<double> out = host_values<double>(lam, at::kDouble);
   for (int64_t i = 0; i < B; ++i) {
     const double v = f64 ? out[i] : static_cast<double>(static_cast<float>(out[i]));
     TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "mixup_fused: lam[", i, "] = ", std::setprecision(f64 ? 17 : 9), out[i],
@@ -126,8 +153,8 @@ std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tens
   TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) == B && b.size(1) == 4,
                     "mixup_fused: boxes must have shape [B, 4] = [", B, ", 4], got ", b.sizes());
   const int64_t H = x.size(2), W = x.size(3);
-  auto bl = b.to(at::kLong).contiguous();
-  const int64_t* d = bl.data_ptr<int64_t>();
+  const std::vector<int64_t> bl = host_values<int64_t>(b, at::kLong);
+  const int64_t* d = bl.data();
   out.resize(B);
   for (int64_t i = 0; i < B; ++i) {
     Box bx{d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]};
@@ -162,8 +189,7 @@ std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& targe
                    target.scalar_type());
   TORCH_CHECK_VALUE(target.dim() == 1 && target.size(0) == B, "mixup_fused: target (class ids) must have shape [B] = [",
                     B, "], got ", target.sizes());
-  auto t = target.to(at::kLong).contiguous();
-  ids.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + B);
+  ids = host_values<int64_t>(target, at::kLong);
   for (int64_t i = 0; i < B; ++i) {
     TORCH_CHECK_VALUE(ids[i] >= 0 && ids[i] < num_classes, "mixup_fused: target[", i, "] = ", ids[i],
                       " is not a class id in [0, num_classes = ", num_classes, ")");

@@ -271,6 +271,30 @@ def test_class_id_dtypes(backend, tdtype, gen):
     _check_targets(y, ey, B, K)
 
 
+def test_strided_small_arguments(backend, gen):
+    """perm, lam, class ids and boxes that are views with strides (every other
+    element of a longer tensor), or half-precision lam, are read by value."""
+    B, C, H, W, K = 6, 2, 5, 4, 7
+
+    def every_other(t):
+        return torch.stack([t, torch.full_like(t, -7)], dim=-1).select(-1, 0)
+
+    x = randn((B, C, H, W), torch.float32, gen)
+    target, perm, lam = class_ids(B, K, gen), random_perm(B, gen), random_lam(B, gen)
+    boxes = edge_boxes(B, H, W, gen)
+    for half_lam in (False, True):
+        lam_in = every_other(lam.half() if half_lam else lam)
+        lam_ex = lam.half().float() if half_lam else lam
+        assert not every_other(perm).is_contiguous()
+        for cut in (None, boxes):
+            column_major = None if cut is None else cut.t().contiguous().t()
+            kw = dict(num_classes=K, label_smoothing=0.1, boxes=column_major, backend=backend)
+            out, y = mixup_fused.mix(x, every_other(target), every_other(perm), lam_in, **kw)
+            ex, ey = mix_reference(x, target, perm, lam_ex, num_classes=K, label_smoothing=0.1, boxes=cut)
+            assert_matches(out, ex)
+            _check_targets(y, ey, B, K)
+
+
 # ----------------------------------------------------------------------------
 # CutMix
 # ----------------------------------------------------------------------------
