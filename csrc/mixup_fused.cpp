@@ -345,6 +345,11 @@ double one_minus(double lam, bool f64) {
 // Targets: y[i] = lam[i] * s(t[i]) + (1 - lam[i]) * s(t[perm[i]])
 // ---------------------------------------------------------------------------
 
+// The mixed, smoothed targets. The ops build them before the images: then the
+// caches hold nothing dirty yet, and y's lines displace clean ones; after the
+// image pass they would displace the batch's written lines (in place on a
+// 64x3x224x224 fp32 batch, caches flushed before the call, 1000 classes
+// instead of 1 cost 65 us more after the images, 26 us before).
 void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, const std::vector<int64_t>& perm,
                  const std::vector<double>& lam, int64_t K, double eps, at::Tensor& y) {
   const int64_t B = static_cast<int64_t>(perm.size());
@@ -433,8 +438,8 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   const MixRowsFn fn = active_table().load()->mix_rows[dtype_index(x.scalar_type())][dtype_index(odt)];
   const int64_t rows = involution ? static_cast<int64_t>(firsts.size()) : g.B;
   const int64_t units = rows * units_per_row(g, by_lines(g, cutmix, normalize));
-  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   return {out, y};
 }
 
@@ -465,9 +470,9 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   PairArgs args{xd.mutable_data_ptr(), g, firsts.data(), perm.data(), w.data(), boxes.data(), mix_rows.get(), cutmix};
   const PairsFn fn = active_table().load()->pairs[dtype_index(xd.scalar_type())];
   const int64_t units = static_cast<int64_t>(firsts.size()) * units_per_row(g, by_lines(g, cutmix, false));
+  mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
   at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   if (!xd.is_same(x)) x.copy_(xd);
-  mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
   return y;
 }
 
