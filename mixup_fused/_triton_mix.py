@@ -143,23 +143,32 @@ def mix_images_targets_kernel(
             mask = mask & (i_blk <= p)
             other_row = i_blk != p
             lam_p = tl.load(lam_ptr + p).to(acc_ty)
+            # A row blended with weight exactly 1 keeps its values bit for
+            # bit, as timm skips lam == 1 (1 * a + 0 * b is not a when b is
+            # inf or NaN, or a is -0.0): it is not written.
+            one_i = (offs * 0 + lam_i) == 1.0
+            one_p = (offs * 0 + lam_p) == 1.0
             if CUTMIX:
                 in_i, mix_i = _box(box_ptr, i, h, w)
                 in_p, mix_p = _box(box_ptr, p, h, w)
+                keep_i = mix_i & one_i
+                keep_p = mix_p & one_p
+                mask = mask & ~(keep_i & keep_p)
                 # Only what moves is read: box pixels, or whole rows mixed with lam.
                 a = tl.load(xi_ptr + offs, mask=mask & (in_p | mix_i | mix_p), other=0).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask & (in_i | mix_i | mix_p), other=0).to(acc_ty)
                 vi = tl.where(mix_i, lam_i * a + (1.0 - lam_i) * b, b)
                 vp = tl.where(mix_p, lam_p * b + (1.0 - lam_p) * a, a)
-                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & (in_i | mix_i))
-                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (in_p | mix_p) & other_row)
+                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & (in_i | mix_i) & ~keep_i)
+                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (in_p | mix_p) & other_row & ~keep_p)
             else:
+                mask = mask & ~(one_i & one_p)
                 a = tl.load(xi_ptr + offs, mask=mask).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask).to(acc_ty)
                 vi = lam_i * a + (1.0 - lam_i) * b
                 vp = lam_p * b + (1.0 - lam_p) * a
-                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask)
-                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row)
+                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & ~one_i)
+                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row & ~one_p)
         else:
             out_row = out_ptr + i.to(tl.int64) * out_stride
             if BACKWARD:

@@ -165,31 +165,22 @@ class Mixup:
     @property
     def config(self) -> sampling.MixupConfig:
         """The current draw settings (read at every call: they may be changed between calls, as in timm)."""
-        minmax = None if self.cutmix_minmax is None else tuple(self.cutmix_minmax)
+        minmax = None if self.cutmix_minmax is None else tuple(float(v) for v in self.cutmix_minmax)
         key = (
-            self.mixup_alpha,
-            self.cutmix_alpha,
+            float(self.mixup_alpha),
+            float(self.cutmix_alpha),
             minmax,
-            self.mix_prob,
-            self.switch_prob,
-            self.correct_lam,
-            self.mixup_enabled,
+            float(self.mix_prob),
+            float(self.switch_prob),
+            bool(self.correct_lam),
+            bool(self.mixup_enabled),
         )
         # Built again only when a setting changed: a per-call cost that shows with small batches.
-        if self._config is None or self._config[0] != key:
-            self._config = (
-                key,
-                sampling.MixupConfig(
-                    mixup_alpha=float(self.mixup_alpha),
-                    cutmix_alpha=float(self.cutmix_alpha),
-                    cutmix_minmax=minmax,
-                    prob=float(self.mix_prob),
-                    switch_prob=float(self.switch_prob),
-                    correct_lam=bool(self.correct_lam),
-                    enabled=bool(self.mixup_enabled),
-                ),
-            )
-        return self._config[1]
+        cached = getattr(self, "_config", None)  # (absent on instances pickled by older versions)
+        if cached is None or cached[0] != key:
+            cached = (key, sampling.MixupConfig(*key))
+            self._config = cached
+        return cached[1]
 
     def sample_params(self, batch_size: int, img_size=None, device=None) -> sampling.MixParams:
         """Draw lam, boxes and pairing for a batch (``img_size = (H, W)``, needed for CutMix)."""

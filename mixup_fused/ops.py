@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from . import _checks
-from .reference import mix_images_reference, mix_targets_reference
+from .reference import kept_in_place, mix_images_reference, mix_targets_reference
 
 try:
     from . import _C  # (registers the schemas and the CPU kernels)
@@ -35,9 +35,13 @@ def _backend_override() -> str | None:
     built (os.environ writes through to it; ``os.environ.get`` of an unset
     variable raises and catches two KeyErrors, a visible part of a cold call),
     from ``os.environ`` while torch.compile traces (it cannot trace the C call)."""
-    if not HAS_CPP or torch.compiler.is_compiling():
+    if _c_backend_override is None or torch.compiler.is_compiling():
         return os.environ.get("MIXUP_FUSED_BACKEND")
-    return _C.backend_override()
+    return _c_backend_override()
+
+
+# (None also for a stale build of the extension that predates the helper.)
+_c_backend_override = getattr(_C, "backend_override", None) if HAS_CPP else None
 
 
 # The schemas, as csrc/mixup_fused.cpp declares them. Without the C++ build
@@ -352,7 +356,8 @@ def run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing,
         if check:
             _checks.check_values(x, target, perm, lam, boxes, num_classes, inplace=True)
         out = mix_images_reference(x, perm, lam, boxes)
-        x.copy_(out)
+        keep = kept_in_place(perm, lam, boxes, f64=x.dtype == torch.float64)
+        x.copy_(torch.where(keep.view((-1,) + (1,) * (x.dim() - 1)), x, out))
         return mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
     if backend == "triton" and not x.is_cuda:
         return mix_inplace_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, check)

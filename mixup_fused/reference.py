@@ -90,6 +90,19 @@ def mix_images_reference(
     return mixed.to(out_dtype)
 
 
+def kept_in_place(
+    perm: torch.Tensor, lam: torch.Tensor, boxes: torch.Tensor | None = None, f64: bool = False
+) -> torch.Tensor:
+    """Rows that an in-place mix leaves untouched, bit for bit: rows blended
+    with weight exactly 1 (lam as the kernels use it, float32 unless computing
+    in float64), as timm skips lam == 1 (``1 * a + 0 * b`` is not ``a`` when
+    ``b`` is inf or NaN, or ``a`` is -0.0)."""
+    one = lam.to(torch.float64 if f64 else torch.float32) == 1.0
+    if boxes is not None:
+        one = one & mixup_rows(boxes)
+    return one
+
+
 def mix_reference(
     x: torch.Tensor,
     target: torch.Tensor,

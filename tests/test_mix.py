@@ -24,7 +24,7 @@ from conftest import (
 )
 
 import mixup_fused
-from mixup_fused.reference import mix_reference
+from mixup_fused.reference import NO_BOX, kept_in_place, mix_reference
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
@@ -409,6 +409,39 @@ def test_inplace_equals_out_of_place(backend, involution, dtype, cutmix, layout,
     assert torch.equal(x, ex), "in place differs from out of place"
     assert_matches(x, rx, what="in place vs reference")
     assert torch.equal(y, ey)
+
+
+@pytest.mark.parametrize("cutmix", [False, True], ids=["mixup", "cutmix"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's 0 * inf
+def test_inplace_keeps_rows_blended_with_one(backend, dtype, cutmix, gen):
+    """In place, a row blended with lam exactly 1 is left untouched bit for
+    bit, as timm skips lam == 1 -- also with inf, NaN and -0.0 in it or in its
+    partner, whether the partner is kept too, mixed, cut or itself. The other
+    rows are mixed as the reference mixes them."""
+    B, C, H, W = 7, 2, 3, 4
+    x = randn((B, C, H, W), dtype, gen)
+    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0], dtype=dtype)
+    x[6, 1, 2, :2] = torch.tensor([-0.0, float("-inf")], dtype=dtype)
+    x[3, 0, 1, 1] = float("inf")  # the middle row, paired with itself
+    x[2, 1, 0, 0] = float("inf")  # its partner's lam is 1, its own is not
+    perm = torch.arange(B).flip(0)  # pairs (0, 6), (1, 5), (2, 4); 3 alone
+    wdt = torch.float64 if dtype == torch.float64 else torch.float32
+    lam = torch.tensor([1.0, 0.25, 0.5, 1.0, 1.0, 1.0, 1.0], dtype=wdt)
+    boxes = None
+    if cutmix:
+        boxes = torch.tensor([NO_BOX] * B)
+        boxes[1] = torch.tensor([0, 2, 1, 3])  # row 1 is cut; its partner 5 is blended with 1
+    before = x.clone()
+    K, target = 3, class_ids(B, 3, gen)
+    _, y = mixup_fused.mix(x, target, perm, lam, num_classes=K, boxes=boxes, inplace=True, backend=backend)
+    kept = kept_in_place(perm, lam, boxes, f64=dtype == torch.float64)
+    assert kept.tolist() == [True, False, False, True, True, True, True]
+    bits = torch.int64 if dtype == torch.float64 else (torch.int32 if dtype == torch.float32 else torch.int16)
+    assert torch.equal(x[kept].view(bits), before[kept].view(bits)), "a kept row changed"
+    rx, ry = mix_reference(before, target, perm, lam, num_classes=K, boxes=boxes)
+    assert_matches(x[~kept], rx[~kept], what="mixed rows")
+    torch.testing.assert_close(y, ry, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 7), (9, 2, 3)], ids=lambda s: "x".join(map(str, s)))

@@ -21,6 +21,7 @@ targets up to rounding:
 
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import numpy as np
@@ -301,6 +302,8 @@ def test_settings_changed_between_calls_like_timm(timm_mixup, mode):
         lambda m: setattr(m, "mixup_alpha", 0.3),
         lambda m: setattr(m, "mix_prob", 0.0),
         lambda m: setattr(m, "mix_prob", 0.5),
+        lambda m: setattr(m, "mix_prob", np.array(1.0)),
+        lambda m: m.mix_prob.__setitem__((), 0.0),  # a 0-d array changed in place
     ]
     for seed, change in enumerate(changes):
         change(ours)
@@ -311,6 +314,45 @@ def test_settings_changed_between_calls_like_timm(timm_mixup, mode):
         xt, yt = theirs(x.clone(), target)
         torch.testing.assert_close(xo, xt, rtol=0, atol=1e-6, msg=f"change {seed}")
         torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22, msg=f"change {seed}")
+
+
+def test_instance_without_settings_cache_still_works():
+    """An instance unpickled from a version without the settings cache has no
+    ``_config``; it is built on the first call."""
+    m = Mixup(mode="elem", num_classes=K)
+    del m._config
+    np.random.seed(0)
+    xo, yo = m(torch.randn(B, C, H, W), torch.randint(0, K, (B,)))
+    assert yo.shape == (B, K) and m._config is not None
+
+
+@pytest.mark.parametrize("mode", ["pair", "elem"])
+def test_draws_of_one_leave_samples_bitwise_like_timm(timm_mixup, mode):
+    """A small alpha often draws lam = 1 in float32; timm then leaves those
+    samples alone. So do we, bit for bit, -0.0, inf and NaN included, whether
+    every draw of the batch is 1 or only some are."""
+    kw = dict(mixup_alpha=0.1, cutmix_alpha=0.0, mode=mode, num_classes=3)
+    x4 = torch.randn(4, 1, 2, 2)
+    x4[0, 0, 0] = torch.tensor([-0.0, float("inf")])
+    x4[1, 0, 1] = torch.tensor([float("nan"), -0.0])
+    x4[3, 0, 0] = torch.tensor([-float("inf"), -0.0])
+    seen = {"all": 0, "some": 0}
+    for B, seed in itertools.product((2, 4), range(300)):
+        x, target = x4[:B], torch.tensor([0, 2, 1, 2])[:B]
+        np.random.seed(seed)
+        ones = Mixup(**kw).sample_params(B).lam == 1
+        if not bool(ones.any()):
+            continue
+        seen["all" if bool(ones.all()) else "some"] += 1
+        np.random.seed(seed)
+        xo, yo = Mixup(**kw)(x.clone(), target)
+        np.random.seed(seed)
+        xt, yt = timm_mixup.Mixup(**kw)(x.clone(), target)
+        assert torch.equal(xo[ones].view(torch.int32), x[ones].view(torch.int32)), f"seed {seed}"
+        assert torch.equal(xt[ones].view(torch.int32), x[ones].view(torch.int32))
+        torch.testing.assert_close(xo, xt, rtol=0, atol=1e-6, equal_nan=True)
+        torch.testing.assert_close(yo, yt, rtol=0, atol=2**-22)
+    assert seen["all"] > 0 and seen["some"] > 0, seen
 
 
 @pytest.mark.parametrize("mode", ["batch", "elem"])
