@@ -162,6 +162,15 @@ def mix(
     )
 
 
+def mix_own_draws_(x, target, perm, lam, boxes, num_classes: int, label_smoothing: float, backend: str, check: bool):
+    """:func:`mix` in place, for callers that drew ``perm``, ``lam`` and
+    ``boxes`` themselves (the drop-in classes): no argument layer, the op's
+    own checks only (x, target and, with ``check``, the values). Returns y."""
+    backend = ops.resolve_backend(backend, x)
+    lam = _as_lam(lam, x, None, keep_float64=backend == "cpp")
+    return ops.run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, check)
+
+
 def mix_targets(
     target: torch.Tensor, perm: torch.Tensor, lam, *, num_classes: int, label_smoothing: float = 0.0
 ) -> torch.Tensor:

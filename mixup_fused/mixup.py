@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from . import sampling
-from .functional import channel_stats, mix, mix_targets
+from .functional import channel_stats, mix, mix_own_draws_, mix_targets
 
 __all__ = ["Mixup"]
 
@@ -231,9 +231,20 @@ class Mixup:
             # timm does; the targets are checked like the op's.
             y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
             x_out = x
+        elif not normalize and not x.requires_grad:
+            # In place, the common case. perm, lam and boxes are our own draws,
+            # x and target were type-checked above and the op checks the rest,
+            # so this skips mix()'s argument layer (a visible part of a call
+            # when the caches are cold).
+            y = mix_own_draws_(
+                x, target, params.perm, params.lam, params.boxes, self.num_classes, eps, self.backend,
+                check=not x.is_cuda and self.sampler != "device",
+            )  # fmt: skip
+            x_out = x
         else:
             # A normalised (uint8) batch changes dtype, so it is mixed out of
             # place -- also when nothing mixes, since it still needs normalising.
+            # So is x that requires grad (Manifold Mixup), with gradients.
             mean, std = self._norm_tensors(x.device)
             x_out, y = mix(
                 x,
@@ -243,7 +254,6 @@ class Mixup:
                 num_classes=self.num_classes,
                 label_smoothing=eps,
                 boxes=params.boxes,
-                inplace=not normalize and not x.requires_grad,
                 backend=self.backend,
                 mean=mean,
                 std=std,
