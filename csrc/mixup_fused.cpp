@@ -467,13 +467,8 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
     w[i] = weight(lam[i], f64);
     mix_rows[i] = !cutmix || is_mixup(boxes[i]);
   }
-  // A row blended with weight exactly 1 keeps its values bit for bit, as timm
-  // skips lam == 1 (the kernels see to it); a pair of two such rows, or such
-  // a row paired with itself, has no work at all.
-  std::vector<int64_t> firsts = pair_firsts(perm);
-  const auto keeps = [&](int64_t r) { return mix_rows[r] && w[r] == 1.0; };
-  firsts.erase(std::remove_if(firsts.begin(), firsts.end(), [&](int64_t i) { return keeps(i) && keeps(perm[i]); }),
-               firsts.end());
+  // (A row blended with weight exactly 1 is left as it is by the kernels.)
+  const std::vector<int64_t> firsts = pair_firsts(perm);
   PairArgs args{xd.mutable_data_ptr(), g, firsts.data(), perm.data(), w.data(), boxes.data(), mix_rows.get(), cutmix};
   const PairsFn fn = active_table().load()->pairs[dtype_index(xd.scalar_type())];
   const int64_t units = static_cast<int64_t>(firsts.size()) * units_per_row(g, by_lines(g, cutmix, false));

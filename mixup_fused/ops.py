@@ -29,6 +29,9 @@ except ImportError as err:  # pragma: no cover - exercised only without a build
     HAS_CPP = False
     CPP_IMPORT_ERROR = err
 
+# The C helper, or None: without the extension, or with a stale build of it that predates the helper.
+_c_backend_override = getattr(_C, "backend_override", None) if HAS_CPP else None
+
 
 def _backend_override() -> str | None:
     """``MIXUP_FUSED_BACKEND``: from the C environment when the extension is
@@ -38,10 +41,6 @@ def _backend_override() -> str | None:
     if _c_backend_override is None or torch.compiler.is_compiling():
         return os.environ.get("MIXUP_FUSED_BACKEND")
     return _c_backend_override()
-
-
-# (None also for a stale build of the extension that predates the helper.)
-_c_backend_override = getattr(_C, "backend_override", None) if HAS_CPP else None
 
 
 # The schemas, as csrc/mixup_fused.cpp declares them. Without the C++ build
