@@ -26,8 +26,14 @@ $(VENV)/.deps: pyproject.toml Makefile
 
 setup: $(VENV)/.deps
 
-build: setup
+# The extension is rebuilt only when its sources (or the installed deps) change.
+BUILT := $(VENV)/.built
+$(BUILT): $(VENV)/.deps setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+build: $(BUILT)
+	@ls mixup_fused/_C*.so >/dev/null 2>&1 || { rm -f $(BUILT); $(MAKE) --no-print-directory $(BUILT); }
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -40,4 +46,4 @@ bench: build
 	$(VPY) -m bench $(ARGS)
 
 clean:
-	rm -rf build *.egg-info mixup_fused/_C*.so
+	rm -rf build *.egg-info mixup_fused/_C*.so $(BUILT)

@@ -28,7 +28,7 @@ setup(
         CppExtension(
             "mixup_fused._C",
             sorted(glob.glob("csrc/*.cpp")),
-            extra_compile_args={"cxx": extra_cxx + ["-std=c++17"]},
+            extra_compile_args={"cxx": extra_cxx},
             extra_link_args=extra_link,
             py_limited_api=False,
         )

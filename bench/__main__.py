@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     from . import env, report, suite
     from . import providers as prov
     from .cases import WORKLOADS, build_cases
+    from .targets import evaluate_targets
     from .timing import Budget, make_timer
 
     if args.device == "auto":
@@ -105,10 +106,10 @@ def main(argv=None) -> int:
     meta["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
     tables = report.markdown_tables(rows)
-    targets = report.evaluate_targets(rows, device.type)
+    targets = evaluate_targets(rows, device.type)
     print()
     print(tables)
-    print("### Targets (issues 2, 3, 5), from this run")
+    print("### Targets, from this run")
     print(report.targets_text(targets))
     failed = [r for r in rows if r.get("status") in ("failed", "error")]
     if failed:

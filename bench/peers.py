@@ -1,8 +1,9 @@
 """The ways people mix a batch today, written as they are used.
 
-Each peer is loaded or written here once; ``providers.py`` wraps them into
-timed, verified providers. A peer that cannot be imported is reported as
-skipped, never faked.
+Each peer is loaded or written here once, as plain functions that the
+benchmark's providers time and the tests compare against. A peer that cannot
+be imported raises ImportError; the benchmark reports it as skipped, never
+fakes it.
 """
 
 from __future__ import annotations
@@ -18,25 +19,31 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 # ---------------------------------------------------------------------------
-# timm: load timm/data/mixup.py by path (``import timm`` pulls torchvision)
+# timm, loaded by file path: ``import timm`` pulls torchvision, which cannot be
+# installed beside this torch.
 # ---------------------------------------------------------------------------
 
 
-def load_timm_mixup():
-    """timm's ``mixup`` module, loaded by file path, or raise ImportError."""
+def load_timm(relpath: str = "data/mixup.py"):
+    """The module ``timm/<relpath>`` of the installed timm, loaded from its file.
+
+    Raises ImportError if timm is not installed or lacks the file.
+    """
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("timm is not installed (pip install --no-deps timm==1.0.31)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "mixup.py")
+    path = os.path.join(list(spec.submodule_search_locations)[0], relpath)
     if not os.path.exists(path):
         raise ImportError(f"timm is installed but {path} is missing")
-    mod_spec = importlib.util.spec_from_file_location("_bench_timm_mixup", path)
+    name = "_bench_timm_" + relpath.removesuffix(".py").replace("/", "_")
+    mod_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
     return module
 
 
 def timm_version() -> str | None:
+    """The installed timm's version, or None."""
     try:
         from importlib.metadata import version
 
@@ -45,17 +52,13 @@ def timm_version() -> str | None:
         return None
 
 
-def timm_uint8_path(mixer, mean: torch.Tensor, std: torch.Tensor, out_dtype: torch.dtype):
-    """timm's input pipeline on uint8 batches: ``PrefetchLoader`` normalises
-    (``x.float().sub_(mean).div_(std)``), ``Mixup`` mixes in float32, then the
-    training step casts to half precision."""
-
-    def run(x_uint8: torch.Tensor, target: torch.Tensor):
-        x = x_uint8.float().sub_(mean).div_(std)
-        x, y = mixer(x, target)
-        return x.to(out_dtype), y
-
-    return run
+def timm_uint8_mix(mixer, x_uint8: torch.Tensor, target: torch.Tensor, mean, std, out_dtype: torch.dtype):
+    """timm's input pipeline on a uint8 batch: ``PrefetchLoader`` normalises
+    (``x.float().sub_(mean).div_(std)``), ``mixer`` (a timm ``Mixup``) mixes in
+    float32, then the training step casts to ``out_dtype``."""
+    x = x_uint8.float().sub_(mean).div_(std)
+    x, y = mixer(x, target)
+    return x.to(out_dtype), y
 
 
 # ---------------------------------------------------------------------------
@@ -66,21 +69,31 @@ def timm_uint8_path(mixer, mean: torch.Tensor, std: torch.Tensor, out_dtype: tor
 # ---------------------------------------------------------------------------
 
 
-def tv_mixup_label(labels: torch.Tensor, lam: float, num_classes: int) -> torch.Tensor:
-    onehot = F.one_hot(labels, num_classes=num_classes)
-    if not onehot.dtype.is_floating_point:
-        onehot = onehot.float()
-    return onehot.roll(1, 0).mul_(1.0 - lam).add_(onehot.mul(lam))
+def tv_lam_dist(alpha: float) -> torch.distributions.Beta:
+    """The ``Beta(alpha, alpha)`` that torchvision's MixUp and CutMix build once, in ``__init__``."""
+    return torch.distributions.Beta(torch.tensor([alpha]), torch.tensor([alpha]))
 
 
-def tv_mixup_apply(x: torch.Tensor, labels: torch.Tensor, lam: float, num_classes: int):
+def tv_mixup_label(labels: torch.Tensor, lam: float, num_classes: int | None) -> torch.Tensor:
+    """torchvision's ``_mixup_label``: class ids become one-hot float rows, then
+    ``lam * label + (1 - lam) * label.roll(1, 0)``."""
+    if labels.ndim == 1:
+        labels = F.one_hot(labels, num_classes=num_classes)
+    if not labels.dtype.is_floating_point:
+        labels = labels.float()
+    return labels.roll(1, 0).mul_(1.0 - lam).add_(labels.mul(lam))
+
+
+def tv_mixup_apply(x: torch.Tensor, labels: torch.Tensor, lam: float, num_classes: int | None):
+    """torchvision's MixUp at a given lam: ``(mixed x, mixed labels)``."""
     out = x.roll(1, 0).mul_(1.0 - lam).add_(x.mul(lam))
     return out, tv_mixup_label(labels, lam, num_classes)
 
 
 def tv_cutmix_params(lam: float, height: int, width: int):
-    """torchvision's CutMix box: centre uniform in the image, half-sides
-    ``0.5 * sqrt(1 - lam)`` times the sides, clamped; lam adjusted to the area."""
+    """torchvision's CutMix box ``(x1, y1, x2, y2)`` and the lam adjusted to its
+    area: centre uniform in the image (torch's global RNG), half-sides
+    ``0.5 * sqrt(1 - lam)`` times the sides, clamped to the image."""
     r_x = torch.randint(width, size=(1,))
     r_y = torch.randint(height, size=(1,))
     r = 0.5 * math.sqrt(1.0 - lam)
@@ -93,7 +106,8 @@ def tv_cutmix_params(lam: float, height: int, width: int):
     return (x1, y1, x2, y2), lam_adjusted
 
 
-def tv_cutmix_apply(x: torch.Tensor, labels: torch.Tensor, box, lam_adjusted: float, num_classes: int):
+def tv_cutmix_apply(x: torch.Tensor, labels: torch.Tensor, box, lam_adjusted: float, num_classes: int | None):
+    """torchvision's CutMix with a given box ``(x1, y1, x2, y2)``: ``(mixed x, mixed labels)``."""
     x1, y1, x2, y2 = box
     rolled = x.roll(1, 0)
     out = x.clone()
@@ -101,29 +115,36 @@ def tv_cutmix_apply(x: torch.Tensor, labels: torch.Tensor, box, lam_adjusted: fl
     return out, tv_mixup_label(labels, lam_adjusted, num_classes)
 
 
-class TorchvisionMixUp:
-    """``v2.MixUp(alpha, num_classes)(x, labels)``: lam from ``Beta(alpha, alpha)`` on the CPU."""
+def tv_mixup(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes=None, dist=None):
+    """``v2.MixUp(alpha=alpha, num_classes=num_classes)(x, labels)``, lam drawn
+    from torch's global RNG as torchvision draws it.
 
-    def __init__(self, alpha: float, num_classes: int):
-        self.dist = torch.distributions.Beta(torch.tensor([alpha]), torch.tensor([alpha]))
-        self.num_classes = num_classes
+    Returns ``(mixed x, mixed labels, params)`` with torchvision's params,
+    ``{"lam": lam}``. ``dist`` is the transform's ``tv_lam_dist(alpha)``, built
+    once as torchvision does (default: built here).
+    """
+    dist = tv_lam_dist(alpha) if dist is None else dist
+    lam = float(dist.sample(()))
+    out, y = tv_mixup_apply(x, labels, lam, num_classes)
+    return out, y, {"lam": lam}
 
-    def __call__(self, x, labels):
-        lam = float(self.dist.sample(()))
-        return tv_mixup_apply(x, labels, lam, self.num_classes)
 
+def tv_cutmix(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes=None, dist=None):
+    """``v2.CutMix(alpha=alpha, num_classes=num_classes)(x, labels)``, lam and
+    box drawn from torch's global RNG as torchvision draws them.
 
-class TorchvisionCutMix(TorchvisionMixUp):
-    """``v2.CutMix(alpha, num_classes)(x, labels)``."""
-
-    def __call__(self, x, labels):
-        lam = float(self.dist.sample(()))
-        box, lam_adjusted = tv_cutmix_params(lam, x.shape[-2], x.shape[-1])
-        return tv_cutmix_apply(x, labels, box, lam_adjusted, self.num_classes)
+    Returns ``(mixed x, mixed labels, params)`` with torchvision's params,
+    ``{"box": (x1, y1, x2, y2), "lam_adjusted": lam}``; ``dist`` as in ``tv_mixup``.
+    """
+    dist = tv_lam_dist(alpha) if dist is None else dist
+    lam = float(dist.sample(()))
+    box, lam_adjusted = tv_cutmix_params(lam, x.shape[-2], x.shape[-1])
+    out, y = tv_cutmix_apply(x, labels, box, lam_adjusted, num_classes)
+    return out, y, {"box": box, "lam_adjusted": lam_adjusted}
 
 
 def tv_perm(batch: int, device) -> torch.Tensor:
-    """``roll(1, 0)`` as a permutation: row i takes row i - 1."""
+    """torchvision's ``roll(1, 0)`` pairing as a permutation: row i takes row i - 1."""
     return (torch.arange(batch, device=device) - 1) % batch
 
 
@@ -134,6 +155,7 @@ def tv_perm(batch: int, device) -> torch.Tensor:
 
 
 def load_kornia():
+    """kornia's ``(RandomMixUpV2, RandomCutMixV2)`` classes; ImportError if kornia is missing."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from kornia.augmentation import RandomCutMixV2, RandomMixUpV2
@@ -141,6 +163,7 @@ def load_kornia():
 
 
 def kornia_version() -> str | None:
+    """The installed kornia's version, or None."""
     try:
         import kornia
 
@@ -194,36 +217,59 @@ class MixupDataset(Dataset):
 
 
 def dataset_loader(dataset: MixupDataset) -> DataLoader:
+    """One batch of the whole dataset, in order, in this process."""
     return DataLoader(dataset, batch_size=len(dataset), shuffle=False, num_workers=0)
 
 
 def next_batch(loader: DataLoader):
+    """The loader's first batch: ``(mixed images, mixed targets)``."""
     return next(iter(loader))
 
 
 def dataset_perm(batch: int, device) -> torch.Tensor:
+    """``MixupDataset``'s pairing as a permutation: row i takes row i + 1."""
     return (torch.arange(batch, device=device) + 1) % batch
 
 
 # ---------------------------------------------------------------------------
-# Naive torch: what people write by hand. Scalar lam: mixup_fused.reference.naive_mix.
+# Naive torch: what people write by hand, several passes and launches.
 # ---------------------------------------------------------------------------
+
+
+def naive_smoothed_one_hot(target: torch.Tensor, num_classes: int, label_smoothing: float) -> torch.Tensor:
+    """Float one-hot rows of ``target``, label-smoothed."""
+    y = F.one_hot(target, num_classes).float()
+    return y * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def naive_mix(x, target, perm, lam, num_classes: int, label_smoothing: float = 0.0):
+    """Mixup with one lam (a float or a 0-d tensor): ``(mixed x, mixed targets)``."""
+    x_out = lam * x + (1 - lam) * x[perm]
+    y = naive_smoothed_one_hot(target, num_classes, label_smoothing)
+    return x_out, lam * y + (1 - lam) * y[perm]
 
 
 def naive_mix_per_sample(x, target, perm, lam, num_classes: int, label_smoothing: float = 0.0):
     """``naive_mix`` with one lam per sample (a float tensor ``[B]``)."""
     lam_x = lam.view((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
     x_out = lam_x * x + (1 - lam_x) * x[perm]
-    y = F.one_hot(target, num_classes).float()
-    y = y * (1.0 - label_smoothing) + label_smoothing / num_classes
+    y = naive_smoothed_one_hot(target, num_classes, label_smoothing)
     lam_y = lam.view(-1, 1).float()
     return x_out, lam_y * y + (1 - lam_y) * y[perm]
 
 
+def naive_cutmix(x, target, perm, box, lam: float, num_classes: int, label_smoothing: float = 0.0):
+    """CutMix with one half-open box ``(y0, y1, x0, x1)`` on every sample; ``lam``
+    is 1 - box area / image area."""
+    y0, y1, x0, x1 = box
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    y = naive_smoothed_one_hot(target, num_classes, label_smoothing)
+    return out, lam * y + (1 - lam) * y[perm]
+
+
 def naive_normalize_mix(x, target, perm, lam, mean, std, out_dtype, num_classes: int, label_smoothing: float = 0.0):
     """uint8 in, normalised, mixed, cast: the naive pipeline as one function (for torch.compile)."""
-    from mixup_fused.reference import naive_mix
-
     xf = (x.float() - mean) / std
     x_out, y = naive_mix(xf, target, perm, lam, num_classes, label_smoothing)
     return x_out.to(out_dtype), y

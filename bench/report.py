@@ -1,4 +1,4 @@
-"""What a run leaves behind: markdown tables, the performance targets, JSON, a plot."""
+"""What a run leaves behind: markdown tables, the targets' lines, JSON, a plot."""
 
 from __future__ import annotations
 
@@ -56,158 +56,20 @@ def markdown_tables(rows) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Targets (issues 2, 3 and 5), evaluated on the numbers of this run
+# Targets (evaluated in targets.py)
 # ---------------------------------------------------------------------------
 
 
-def _find(rows, case, provider):
-    for r in rows:
-        if r["case"] == case and r["provider"] == provider and r.get("status") == "ok":
-            return r
-    return None
-
-
-def _first(rows, case, providers):
-    for p in providers:
-        r = _find(rows, case, p)
-        if r is not None:
-            return r
-    return None
-
-
-def _target(name, source, value, op, threshold, detail, missing=None):
-    if value is None:
-        return {"target": name, "source": source, "status": "SKIP", "detail": missing or "not measured"}
-    ok = value <= threshold if op == "<=" else value >= threshold
-    return {
-        "target": name,
-        "source": source,
-        "status": "PASS" if ok else "FAIL",
-        "measured": round(value, 3),
-        "op": op,
-        "threshold": threshold,
-        "detail": detail,
-    }
-
-
-def _ratio(num, den):
-    if num is None or den is None:
-        return None
-    return num["median_ms"] / den["median_ms"]
-
-
-def evaluate_targets(rows, device_type: str) -> list[dict]:
-    t = []
-    if device_type == "cuda":
-        big = "256x3x224x224"
-        for dt in ("fp32", "bf16"):
-            case = f"mixup {big} {dt}"
-            ours, copy = _find(rows, case, "ours_inplace"), _find(rows, case, "roofline_copy")
-            frac = ours["gbps"] / copy["gbps"] if ours and copy else None
-            t.append(
-                _target(
-                    f"GPU in place {dt} {big}: >= 85% of the copy bandwidth",
-                    "issue 2",
-                    frac,
-                    ">=",
-                    0.85,
-                    f"ours in-place {ours['gbps'] if ours else '-'} GB/s vs copy {copy['gbps'] if copy else '-'} GB/s",
-                )
-            )
-        case = f"uint8 {big} uint8->bf16"
-        ours, timm, conv = (_find(rows, case, k) for k in ("ours_uint8", "timm_uint8", "roofline_convert"))
-        sp = _ratio(timm, ours)
-        t.append(_target(f"GPU uint8->bf16 {big}: >= 5x timm's path", "issue 5", sp, ">=", 5.0, _ms(timm, ours)))
-        rr = _ratio(ours, conv)
-        t.append(
-            _target(
-                f"GPU uint8->bf16 {big}: <= 1.5x reading uint8 + writing bf16 once",
-                "issue 5",
-                rr,
-                "<=",
-                1.5,
-                _ms(ours, conv),
-            )
-        )
-        return t
-
-    im = "64x3x224x224"
-    case = f"mixup {im} fp32"
-    ours, roof = _find(rows, case, "ours_inplace"), _find(rows, case, "roofline_inplace")
-    timm, comp = _find(rows, case, "timm_batch"), _find(rows, case, "compile")
-    t.append(
-        _target(
-            f"in-place fp32 {im}: <= 1.5x the in-place roofline",
-            "issue 2",
-            _ratio(ours, roof),
-            "<=",
-            1.5,
-            _ms(ours, roof),
-        )
-    )
-    t.append(
-        _target(
-            f"in-place fp32 {im}: >= 5x faster than timm Mixup",
-            "issue 2",
-            _ratio(timm, ours),
-            ">=",
-            5.0,
-            _ms(timm, ours),
-        )
-    )
-    t.append(
-        _target(
-            f"in-place fp32 {im}: >= 3x faster than torch.compile(naive)",
-            "issue 2",
-            _ratio(comp, ours),
-            ">=",
-            3.0,
-            _ms(comp, ours),
-            missing="torch.compile(naive) not measured in this mode",
-        )
-    )
-    case = f"mixup {im} bf16"
-    ours, roof = _find(rows, case, "ours_inplace"), _find(rows, case, "roofline_inplace")
-    t.append(
-        _target(
-            f"in-place bf16 {im}: <= 1.5x the in-place roofline",
-            "issue 2",
-            _ratio(ours, roof),
-            "<=",
-            1.5,
-            _ms(ours, roof),
-        )
-    )
-    case = f"elem {im} fp32"
-    ours = _first(rows, case, ("ours_Mixup_elem", "ours_inplace"))
-    timm = _find(rows, case, "timm_elem")
-    t.append(_target(f"elem fp32 {im}: >= 10x timm 'elem'", "issue 3", _ratio(timm, ours), ">=", 10.0, _ms(timm, ours)))
-    case = f"mixup {im} fp32"
-    ours = _first(rows, case, ("ours_Mixup_batch", "ours_inplace"))
-    timm = _find(rows, case, "timm_batch")
-    t.append(_target(f"batch fp32 {im}: >= 5x timm 'batch'", "issue 3", _ratio(timm, ours), ">=", 5.0, _ms(timm, ours)))
-    case = f"uint8 {im} uint8->bf16"
-    ours, timm = _find(rows, case, "ours_uint8"), _find(rows, case, "timm_uint8")
-    t.append(_target(f"uint8->bf16 {im}: >= 5x timm's path", "issue 5", _ratio(timm, ours), ">=", 5.0, _ms(timm, ours)))
-    return t
-
-
-def _ms(a, b):
-    if a is None or b is None:
-        return ""
-    return f"{a['label']} {a['median_ms']:.3f} ms vs {b['label']} {b['median_ms']:.3f} ms"
-
-
 def targets_text(targets) -> str:
+    """One markdown list item per target: status, what was measured, and why the bound holds."""
     lines = []
     for t in targets:
-        if t["status"] == "SKIP":
-            lines.append(f"- SKIP {t['target']} ({t['source']}): {t['detail']}")
+        head = f"- {t['status']} {t['target']} ({t['case']}): "
+        if "measured" in t:
+            value = f"{t['measured']:.3f} {t['metric']}, bound {t['op']} {t['bound']}"
+            lines.append(f"{head}{value}; {t['detail']}\n  why: {t['why']}")
         else:
-            lines.append(
-                f"- {t['status']} {t['target']} ({t['source']}): measured {t['measured']:.3f} "
-                f"(needs {t['op']} {t['threshold']}); {t['detail']}"
-            )
+            lines.append(head + t["detail"])
     return "\n".join(lines)
 
 

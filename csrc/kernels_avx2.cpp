@@ -5,5 +5,5 @@
 #define MIXUP_MASK_SELECT 1
 #define MIXUP_ISA isa_avx2
 #define MIXUP_ISA_NAME "avx2"
-#include "mix_kernels.h"
+#include "loops.h"
 #endif

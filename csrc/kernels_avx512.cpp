@@ -5,5 +5,5 @@
 #define MIXUP_MASKED_STORES 1
 #define MIXUP_ISA isa_avx512
 #define MIXUP_ISA_NAME "avx512"
-#include "mix_kernels.h"
+#include "loops.h"
 #endif

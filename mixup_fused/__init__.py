@@ -5,19 +5,29 @@ reference, all behind one registered op (``torch.ops.mixup_fused.mix``) with
 autograd, fake kernels for torch.compile, and a functional API.
 """
 
-from . import ops, reference
+from . import reference, sampling
+from ._backend import BACKENDS
+from ._registration import HAS_CPP
 from .functional import mix, mix_features, mix_targets
-from .ops import BACKENDS, HAS_CPP
+from .loss import SoftTargetCrossEntropy, soft_target_cross_entropy
+from .mixup import Mixup
 from .reference import NO_BOX
+from .transforms import CutMix, MixUp
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "HAS_CPP", "NO_BOX", "mix", "mix_features", "mix_targets", "ops", "reference"]
-
-# Drop-in layers: timm-compatible Mixup, torchvision-style transforms, loss, sampling.
-from . import sampling  # noqa: E402
-from .loss import SoftTargetCrossEntropy, soft_target_cross_entropy  # noqa: E402
-from .mixup import Mixup  # noqa: E402
-from .transforms import CutMix, MixUp  # noqa: E402
-
-__all__ += ["CutMix", "MixUp", "Mixup", "SoftTargetCrossEntropy", "sampling", "soft_target_cross_entropy"]
+__all__ = [
+    "BACKENDS",
+    "HAS_CPP",
+    "NO_BOX",
+    "CutMix",
+    "MixUp",
+    "Mixup",
+    "SoftTargetCrossEntropy",
+    "mix",
+    "mix_features",
+    "mix_targets",
+    "reference",
+    "sampling",
+    "soft_target_cross_entropy",
+]

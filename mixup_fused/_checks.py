@@ -1,10 +1,12 @@
-"""Argument validation shared by the Triton launcher, the reference backend and
-the fake (meta) kernels. The C++ kernels apply the same rules (csrc/).
+"""The argument rules, once for Python: the functional layer, the drop-in
+classes, the Triton launcher, the reference backend and the fake (meta)
+kernels all call these. The C++ kernels apply the same rules (csrc/checks.cpp).
 
-Errors name the argument: TypeError for a wrong dtype, ValueError for a wrong
-shape, device or value. ``check_args`` looks only at metadata, so it is safe
-under torch.compile's fake tensors; ``check_values`` inspects data and costs
-one host-device synchronisation on a GPU, after every check has been queued.
+Errors name the argument: TypeError for a wrong type or dtype, ValueError for
+a wrong shape, device or value. ``check_args`` looks only at metadata, so it is
+safe under torch.compile's fake tensors; ``check_values`` inspects data and
+costs one host-device synchronisation on a GPU, after every check has been
+queued.
 """
 
 from __future__ import annotations
@@ -12,10 +14,51 @@ from __future__ import annotations
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# Class ids, K and one sample's length are int32 in the kernels' indexing.
+INT32_MAX = 2**31 - 1
 
 
 def _fail(cls, msg):
     raise cls(f"mixup_fused: {msg}")
+
+
+def check_num_classes(num_classes) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= INT32_MAX:
+        _fail(ValueError, f"num_classes must be an int in [1, 2**31 - 1], got {num_classes!r}")
+
+
+def check_label_smoothing(label_smoothing) -> None:
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        _fail(TypeError, f"label_smoothing must be a float, got {type(label_smoothing).__name__}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        _fail(ValueError, f"label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def check_mean_std_pair(mean, std) -> None:
+    if (mean is None) != (std is None):
+        _fail(ValueError, "mean and std must be given together")
+
+
+def check_tensor(name: str, v, optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if not isinstance(v, torch.Tensor):
+        _fail(TypeError, f"{name} must be a tensor, got {type(v).__name__}")
+
+
+_INPLACE_NORMALIZE = "inplace=True cannot normalise (mean/std): the output dtype differs from x"
+
+
+def check_inplace(x, out_dtype, memory_format, normalize: bool) -> None:
+    """What ``inplace=True`` cannot do: write into x that requires grad, or change its dtype or layout."""
+    if x.requires_grad:
+        _fail(ValueError, "inplace=True cannot write into x that requires grad; use inplace=False to get gradients")
+    if out_dtype is not None and out_dtype != x.dtype:
+        _fail(ValueError, f"inplace=True keeps x's dtype {x.dtype}, but out_dtype={out_dtype}")
+    if memory_format is not None and not x.is_contiguous(memory_format=memory_format):
+        _fail(ValueError, f"inplace=True keeps x's memory format; memory_format={memory_format}")
+    if normalize:
+        _fail(ValueError, _INPLACE_NORMALIZE)
 
 
 def check_args(
@@ -54,10 +97,8 @@ def check_args(
             _fail(TypeError, f"boxes must be an integer tensor, got {boxes.dtype}")
         if boxes.dim() != 2 or boxes.shape[0] != B or boxes.shape[1] != 4:
             _fail(ValueError, f"boxes must have shape [B, 4] = [{B}, 4], got {list(boxes.shape)}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= 2**31 - 1:
-        _fail(ValueError, f"num_classes must be an int in [1, 2**31 - 1], got {num_classes!r}")
-    if not (0.0 <= label_smoothing <= 1.0):
-        _fail(ValueError, f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    check_num_classes(num_classes)
+    check_label_smoothing(label_smoothing)
     if target.dtype in FLOAT_DTYPES:
         if target.dim() != 2 or target.shape[0] != B or target.shape[1] != num_classes:
             _fail(
@@ -69,8 +110,7 @@ def check_args(
             _fail(TypeError, f"target must hold int64 class ids or floating soft targets, got {target.dtype}")
         if target.dim() != 1 or target.shape[0] != B:
             _fail(ValueError, f"target (class ids) must have shape [B] = [{B}], got {list(target.shape)}")
-    if (mean is None) != (std is None):
-        _fail(ValueError, "mean and std must be given together")
+    check_mean_std_pair(mean, std)
     if normalize:
         if x.dim() != 4:
             _fail(ValueError, f"mean/std need x of shape [B, C, H, W], got {list(x.shape)}")
@@ -80,7 +120,7 @@ def check_args(
             if t.numel() != x.shape[1]:
                 _fail(ValueError, f"{name} must have C = {x.shape[1]} values, got {t.numel()}")
     if inplace and normalize:
-        _fail(ValueError, "inplace=True cannot normalise (mean/std): the output dtype differs from x")
+        _fail(ValueError, _INPLACE_NORMALIZE)
 
 
 def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, *, inplace=False):

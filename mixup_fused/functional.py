@@ -1,4 +1,9 @@
-"""Functional API: the fused mix and its thin variants."""
+"""Functional API: the fused mix and its thin variants.
+
+The one entry layer between the user (or the drop-in classes) and the op: it
+converts Python arguments (floats, sequences) to tensors, resolves the
+backend and calls the op once. The argument rules themselves live in
+``_checks`` (and in C++ for the CPU kernels)."""
 
 from __future__ import annotations
 
@@ -6,53 +11,33 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _checks, ops
+from . import _backend, _checks
+from ._checks import check_tensor
+from ._layout import weights_dtype
 from .reference import mix_targets_reference
 
 __all__ = ["mix", "mix_features", "mix_targets"]
 
 
-MAX_CLASSES = 2**31 - 1  # class ids and K are int32 in the kernels' target indexing
-
-
-def _check_scalars(num_classes, label_smoothing) -> None:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"mixup_fused: num_classes must be an int in [1, 2**31 - 1], got {num_classes!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"mixup_fused: label_smoothing must be a float, got {type(label_smoothing).__name__}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
-
-
 def channel_stats(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     """Per-channel normalisation settings of the drop-in classes, as tuples of floats."""
-    if (mean is None) != (std is None):
-        raise ValueError("mixup_fused: mean and std must be given together")
+    _checks.check_mean_std_pair(mean, std)
     if mean is None:
         return None, None
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def _check_tensor(name: str, v, optional: bool = False) -> None:
-    if v is None and optional:
-        return
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"mixup_fused: {name} must be a tensor, got {type(v).__name__}")
-
-
-def _as_lam(lam, x: torch.Tensor, out_dtype, keep_float64: bool = False) -> torch.Tensor:
-    """lam as a ``[B]`` tensor in the working dtype (float32 unless float64 is
-    involved). ``keep_float64``: a float64 lam is passed on as it is (the C++
-    kernel rounds it to the working dtype itself, with the same result, and
-    skips a conversion)."""
+def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
+    """lam as a ``[B]`` tensor in the dtype the kernels compute in (float32
+    unless float64 is involved)."""
     B = x.shape[0]
-    wdt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
+    wdt = weights_dtype(x.dtype, out_dtype)
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             raise TypeError(f"mixup_fused: lam must be a float or a floating tensor, got a {lam.dtype} tensor")
         if lam.dim() == 0:
             lam = lam.expand(B)
-        return lam if lam.dtype == wdt or (keep_float64 and lam.dtype == torch.float64) else lam.to(wdt)
+        return lam.to(wdt)
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):
         raise TypeError(f"mixup_fused: lam must be a float or a float tensor of shape [B], got {type(lam).__name__}")
     lam = float(lam)
@@ -126,49 +111,32 @@ def mix(
         ``(x_out, y_out)``: the mixed images (``x`` itself when ``inplace``) and
         the mixed, smoothed float32 targets ``[B, K]``.
     """
-    _check_tensor("x", x)
-    _check_tensor("target", target)
-    _check_tensor("perm", perm)
-    _check_tensor("boxes", boxes, optional=True)
+    check_tensor("x", x)
+    check_tensor("target", target)
+    check_tensor("perm", perm)
+    check_tensor("boxes", boxes, optional=True)
     if x.dim() < 1:
         raise ValueError("mixup_fused: x must have a batch dimension, got a 0-d tensor")
-    _check_scalars(num_classes, label_smoothing)
+    _checks.check_num_classes(num_classes)
+    _checks.check_label_smoothing(label_smoothing)
     if out_dtype is not None and not isinstance(out_dtype, torch.dtype):
         raise TypeError(f"mixup_fused: out_dtype must be a torch.dtype or None, got {out_dtype!r}")
-    backend = ops.resolve_backend(backend, x)
-    lam_t = _as_lam(lam, x, out_dtype, keep_float64=backend == "cpp")
+    backend = _backend.resolve_backend(backend, x)
+    lam_t = _as_lam(lam, x, out_dtype)
     mean_t = _as_channel_tensor(mean, "mean", x)
     std_t = _as_channel_tensor(std, "std", x)
     if inplace:
-        if x.requires_grad:
-            raise ValueError(
-                "mixup_fused: inplace=True cannot write into x that requires grad; use inplace=False to get gradients"
-            )
-        if out_dtype is not None and out_dtype != x.dtype:
-            raise ValueError(f"mixup_fused: inplace=True keeps x's dtype {x.dtype}, but out_dtype={out_dtype}")
-        if memory_format is not None and not x.is_contiguous(memory_format=memory_format):
-            raise ValueError(f"mixup_fused: inplace=True keeps x's memory format; memory_format={memory_format}")
-        if mean_t is not None or std_t is not None:
-            raise ValueError("mixup_fused: inplace=True cannot normalise (mean/std): the output dtype differs from x")
-        y = ops.run_mix_(backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, check)
+        _checks.check_inplace(x, out_dtype, memory_format, normalize=mean_t is not None or std_t is not None)
+        y = _backend.run_mix_(backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, check)
         return x, y
     if memory_format is not None and memory_format != torch.preserve_format:
         if memory_format == torch.channels_last and x.dim() != 4:
             raise ValueError(f"mixup_fused: memory_format=channels_last needs a 4-d x, got {x.dim()}-d")
         # Convert on the input side: for uint8 images that is the cheap side.
         x = x.contiguous(memory_format=memory_format)
-    return ops.run_mix(
+    return _backend.run_mix(
         backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, mean_t, std_t, out_dtype, check
     )
-
-
-def mix_own_draws_(x, target, perm, lam, boxes, num_classes: int, label_smoothing: float, backend: str, check: bool):
-    """:func:`mix` in place, for callers that drew ``perm``, ``lam`` and
-    ``boxes`` themselves (the drop-in classes): no argument layer, the op's
-    own checks only (x, target and, with ``check``, the values). Returns y."""
-    backend = ops.resolve_backend(backend, x)
-    lam = _as_lam(lam, x, None, keep_float64=backend == "cpp")
-    return ops.run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, check)
 
 
 def mix_targets(
@@ -178,9 +146,10 @@ def mix_targets(
 
     Validated like :func:`mix` (a class id out of range, a perm that is not a
     permutation or lam outside [0, 1] raise errors naming the argument)."""
-    _check_tensor("target", target)
-    _check_tensor("perm", perm)
-    _check_scalars(num_classes, label_smoothing)
+    check_tensor("target", target)
+    check_tensor("perm", perm)
+    _checks.check_num_classes(num_classes)
+    _checks.check_label_smoothing(label_smoothing)
     if target.dim() < 1:
         raise ValueError("mixup_fused: target must have a batch dimension, got a 0-d tensor")
     B = target.shape[0]
@@ -223,8 +192,8 @@ def mix_features(
             x = block(x)
         loss = soft_target_cross_entropy(head(x), y)
     """
-    _check_tensor("h", h)
-    _check_tensor("target", target, optional=True)
+    check_tensor("h", h)
+    check_tensor("target", target, optional=True)
     if target is None:
         if num_classes is not None:
             raise ValueError("mixup_fused: num_classes is only used together with target")

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from . import sampling
-from .functional import channel_stats, mix, mix_own_draws_, mix_targets
+from . import _checks, sampling
+from .functional import channel_stats, mix, mix_targets
 
 __all__ = ["Mixup"]
 
@@ -148,11 +148,8 @@ class Mixup:
         self.out_dtype = out_dtype
         self.memory_format = memory_format
         self._norm_cache = None
-        self._config = None
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"mixup_fused: num_classes must be an int >= 1, got {num_classes!r}")
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"mixup_fused: label_smoothing must be in [0, 1], got {label_smoothing}")
+        _checks.check_num_classes(num_classes)
+        _checks.check_label_smoothing(label_smoothing)
 
     def __repr__(self) -> str:
         return (
@@ -166,7 +163,7 @@ class Mixup:
     def config(self) -> sampling.MixupConfig:
         """The current draw settings (read at every call: they may be changed between calls, as in timm)."""
         minmax = None if self.cutmix_minmax is None else tuple(float(v) for v in self.cutmix_minmax)
-        key = (
+        return sampling.MixupConfig(
             float(self.mixup_alpha),
             float(self.cutmix_alpha),
             minmax,
@@ -175,12 +172,6 @@ class Mixup:
             bool(self.correct_lam),
             bool(self.mixup_enabled),
         )
-        # Built again only when a setting changed: a per-call cost that shows with small batches.
-        cached = getattr(self, "_config", None)  # (absent on instances pickled by older versions)
-        if cached is None or cached[0] != key:
-            cached = (key, sampling.MixupConfig(*key))
-            self._config = cached
-        return cached[1]
 
     def sample_params(self, batch_size: int, img_size=None, device=None) -> sampling.MixParams:
         """Draw lam, boxes and pairing for a batch (``img_size = (H, W)``, needed for CutMix)."""
@@ -222,29 +213,18 @@ class Mixup:
             eps = float(self.label_smoothing)
             if target.dtype != torch.int64 and not target.is_floating_point():
                 target = target.long()
-        # float32 lam for the device (the C++ kernel on CPU takes the draws as they are and rounds them the same way).
-        lam_dtype = torch.float64 if x.dtype == torch.float64 else (None if x.is_cpu else torch.float32)
-        params = params.to(x.device, lam_dtype)
+        params = params.to(x.device)
         normalize = self.mean is not None or x.dtype == torch.uint8
         if params.mixes is False and not normalize:
             # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as
             # timm does; the targets are checked like the op's.
             y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
             x_out = x
-        elif not normalize and not x.requires_grad:
-            # In place, the common case. perm, lam and boxes are our own draws,
-            # x and target were type-checked above and the op checks the rest,
-            # so this skips mix()'s argument layer (a visible part of a call
-            # when the caches are cold).
-            y = mix_own_draws_(
-                x, target, params.perm, params.lam, params.boxes, self.num_classes, eps, self.backend,
-                check=not x.is_cuda and self.sampler != "device",
-            )  # fmt: skip
-            x_out = x
         else:
-            # A normalised (uint8) batch changes dtype, so it is mixed out of
-            # place -- also when nothing mixes, since it still needs normalising.
-            # So is x that requires grad (Manifold Mixup), with gradients.
+            # In place, except where the result is a new tensor: a normalised
+            # (uint8) batch changes dtype, and x that requires grad (Manifold
+            # Mixup) keeps its gradient.
+            inplace = not normalize and not x.requires_grad
             mean, std = self._norm_tensors(x.device)
             x_out, y = mix(
                 x,
@@ -254,6 +234,7 @@ class Mixup:
                 num_classes=self.num_classes,
                 label_smoothing=eps,
                 boxes=params.boxes,
+                inplace=inplace,
                 backend=self.backend,
                 mean=mean,
                 std=std,

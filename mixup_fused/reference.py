@@ -103,6 +103,16 @@ def kept_in_place(
     return one
 
 
+def mix_inplace_reference(
+    x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, boxes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The in-place mix as the kernels make it (``perm`` an involution): every
+    row becomes its mix, except the rows :func:`kept_in_place`. Returns ``x``."""
+    out = mix_images_reference(x, perm, lam, boxes)
+    keep = kept_in_place(perm, lam, boxes, f64=x.dtype == torch.float64)
+    return x.copy_(torch.where(keep.view((-1,) + (1,) * (x.dim() - 1)), x, out))
+
+
 def mix_reference(
     x: torch.Tensor,
     target: torch.Tensor,
@@ -144,11 +154,3 @@ def mix_backward_reference(
         own = torch.where(mix_row, own, torch.where(inside, 0.0, g))
         other = torch.where(mix_row[inv], other, torch.where(inside[inv], g[inv], 0.0))
     return (own + other).to(grad.dtype)
-
-
-def naive_mix(x: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lam, num_classes: int, label_smoothing=0.0):
-    """What people write by hand: several passes and launches. Benchmark peer."""
-    x_out = lam * x + (1 - lam) * x[perm]
-    y = torch.nn.functional.one_hot(target, num_classes).float()
-    y = y * (1.0 - label_smoothing) + label_smoothing / num_classes
-    return x_out, lam * y + (1 - lam) * y[perm]

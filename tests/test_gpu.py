@@ -222,19 +222,19 @@ def test_gradcheck_float64(gen):
 @pytest.mark.parametrize("cutmix", [False, True], ids=["mixup", "cutmix"])
 @pytest.mark.parametrize("dtype", HALF_AND_FLOAT, ids=str)
 def test_launcher_writes_every_element(dtype, cutmix, gen):
-    from mixup_fused import _triton_mix
+    from mixup_fused.triton import launcher
 
     B, C, H, W, K = 5, 3, 33, 47, 1030
     x = randn((B, C, H, W), dtype, gen, DEV).contiguous(memory_format=torch.channels_last)
     target, perm, lam = class_ids(B, K, gen, DEV), random_perm(B, gen, DEV), random_lam(B, gen, DEV)
     boxes = edge_boxes(B, H, W, gen, DEV) if cutmix else None
     out = poison(torch.empty_like(x))
-    _, y = _triton_mix.triton_mix(x, target, perm, lam, boxes, K, 0.1, None, None, out)
+    _, y = launcher.triton_mix(x, target, perm, lam, boxes, K, 0.1, None, None, out)
     ex, ey = mix_reference(x, target, perm, lam, num_classes=K, label_smoothing=0.1, boxes=boxes)
     assert_matches(out, ex)
     assert_matches(y, ey)
     gout = poison(torch.empty_like(x))
-    _triton_mix.triton_mix_backward(x, torch.argsort(perm), lam, boxes, gout)
+    launcher.triton_mix_backward(x, torch.argsort(perm), lam, boxes, gout)
     assert_matches(gout, mix_backward_reference(x, perm, lam, boxes))
 
 

@@ -252,7 +252,8 @@ MUL64 = ("mul.lo.s64", "mul.lo.u64", "mad.lo.s64", "mad.lo.u64")
 PTX_CHILD = """
 import json, os, sys
 import torch
-from mixup_fused._triton_mix import compile_config, kernel_configs, mix_images_targets_kernel
+from triton_aot import compile_config, kernel_configs
+from mixup_fused.triton.kernel import mix_images_targets_kernel
 out_dir = sys.argv[1]
 names = [n for n in sys.argv[2].split(",") if n in mix_images_targets_kernel.arg_names]
 wanted = [
@@ -289,6 +290,7 @@ def compiled_ptx(tmp_path_factory):
         pytest.skip("needs triton")
     d = tmp_path_factory.mktemp("ptx")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([HERE, env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-c", PTX_CHILD, str(d), ",".join(ROW_SCALARS)],
         capture_output=True,
@@ -372,7 +374,7 @@ def child_triton_strided_rows(dtype_name: str, inplace: str, stride: str) -> Non
     past element 2**31 (byte 2**33 for float32), through the launcher (the
     public API makes rows dense first, so row strides are the row lengths).
     The storage is never touched except for the rows themselves."""
-    import mixup_fused._triton_mix as tm
+    import mixup_fused.triton.launcher as tm
 
     dtype = getattr(torch, dtype_name)
     S, R = int(stride), 96
@@ -418,7 +420,7 @@ def child_triton_long_row(row_len: str) -> None:
     blocks are touched) through the public API, with the launch cut down to the
     first programs of row 0 so that the interpreter finishes quickly. Rows the
     kernel cannot index must be refused with a ValueError, never half done."""
-    import mixup_fused._triton_mix as tm
+    import mixup_fused.triton.launcher as tm
 
     R = int(row_len)
     programs, launched = 3, []

@@ -18,7 +18,7 @@ from conftest import (
 )
 
 import mixup_fused
-from mixup_fused import ops
+from mixup_fused import _registration as ops
 from mixup_fused.reference import mix_reference
 
 OPS = torch.ops.mixup_fused

@@ -167,7 +167,7 @@ def test_soft_targets_are_not_rounded_to_the_image_dtype(backend):
 
 PTX_CHILD = """
 import sys, torch
-from mixup_fused._triton_mix import compile_config, kernel_configs
+from triton_aot import compile_config, kernel_configs
 for dt in (torch.bfloat16, torch.float16, torch.float32):
     cfg = next(
         c for c in kernel_configs()
@@ -183,6 +183,7 @@ print("CHILD OK")
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_ptx_compares_class_ids_as_integers(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-c", PTX_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
     )

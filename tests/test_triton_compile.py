@@ -14,11 +14,13 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from mixup_fused import _triton_mix, ops  # noqa: E402
+import triton_aot  # noqa: E402
+
+from mixup_fused.triton import launcher  # noqa: E402
 
 ARCHS = [80, 90]
 FLAGS = ("BLOCK", "TBLOCK", "CUTMIX", "CHANNELS_LAST", "NORMALIZE", "INPLACE", "BACKWARD", "F64")
-CONFIGS = _triton_mix.kernel_configs()
+CONFIGS = triton_aot.kernel_configs()
 _SHORT = {
     torch.float32: "fp32",
     torch.float16: "fp16",
@@ -42,7 +44,7 @@ def _key(cfg):
 
 @functools.cache
 def _compiled(index, arch):
-    return _triton_mix.compile_config(CONFIGS[index], arch)
+    return triton_aot.compile_config(CONFIGS[index], arch)
 
 
 def _arg_names(ttir):
@@ -91,13 +93,13 @@ def test_kernel_config_compiles(index, arch):
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
 def test_uint8_normalise_reads_16_bytes_per_load(arch):
     cfg = next(c for c in CONFIGS if c["x"] == torch.uint8 and not c["CUTMIX"] and not c["CHANNELS_LAST"])
-    ptx = _triton_mix.compile_config(cfg, arch).asm["ptx"]
+    ptx = triton_aot.compile_config(cfg, arch).asm["ptx"]
     assert "ld.global.v4.b32" in ptx, "uint8 rows should be read 16 bytes at a time"
 
 
 def test_unaligned_rows_compile_with_narrow_accesses():
     cfg = next(c for c in CONFIGS if c["x"] == torch.float32 and not (c["CUTMIX"] or c["INPLACE"] or c["BACKWARD"]))
-    ptx = _triton_mix.compile_config(cfg, 90, aligned=False).asm["ptx"]
+    ptx = triton_aot.compile_config(cfg, 90, aligned=False).asm["ptx"]
     assert ".entry mix_images_targets_kernel" in ptx
     assert "ld.global.v4" not in ptx  # nothing proves alignment, so no vector loads
 
@@ -122,7 +124,7 @@ def _launcher_choices(monkeypatch):
     space and record each launch's dtypes and flags."""
     meta = torch.device("meta")
     recorder = _LaunchRecorder()
-    monkeypatch.setattr(_triton_mix, "mix_images_targets_kernel", recorder)
+    monkeypatch.setattr(launcher, "mix_images_targets_kernel", recorder)
     B, K = 3, 5
     for xdt in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8):
         for layout in ("flat", "nchw", "nhwc"):
@@ -144,10 +146,10 @@ def _launcher_choices(monkeypatch):
                             lam = torch.empty(B, device=meta)
                             boxes = torch.empty(B, 4, dtype=torch.int64, device=meta) if cutmix else None
                             ms = torch.empty(3, device=meta) if normalize else None
-                            ops.mix_triton(x, t, perm, lam, boxes, K, 0.1, ms, ms, odt, False)
+                            launcher.mix_triton(x, t, perm, lam, boxes, K, 0.1, ms, ms, odt, False)
                             if not normalize and odt is None:
-                                ops.mix_inplace_triton(x, t, perm, lam, boxes, K, 0.1, False)
-                                ops.mix_backward_triton(x, perm, lam, boxes)
+                                launcher.mix_inplace_triton(x, t, perm, lam, boxes, K, 0.1, False)
+                                launcher.mix_backward_triton(x, perm, lam, boxes)
     choices = {}
     for args, kwargs in recorder.calls:
         cfg = {f: kwargs[f] for f in FLAGS}
@@ -171,11 +173,11 @@ def test_a_sample_longer_than_int32_is_refused_with_a_clear_error():
     t = torch.empty(2, dtype=torch.int64, device=meta)
     perm = torch.empty(2, dtype=torch.int64, device=meta)
     with pytest.raises(ValueError, match="each sample of x"):
-        ops.mix_triton(x, t, perm, torch.empty(2, device=meta), None, 3, 0.0, None, None, None, False)
+        launcher.mix_triton(x, t, perm, torch.empty(2, device=meta), None, 3, 0.0, None, None, None, False)
 
 
 def test_compile_config_works_under_the_interpreter():
     # The suite runs with TRITON_INTERPRET=1 on CPU machines; compile_config
     # must still produce real PTX there.
-    kernel = _triton_mix.compile_config(CONFIGS[0], 90)
+    kernel = triton_aot.compile_config(CONFIGS[0], 90)
     assert ".entry mix_images_targets_kernel" in kernel.asm["ptx"]

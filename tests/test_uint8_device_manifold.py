@@ -19,7 +19,7 @@ OUT_TOL = {torch.float32: 1e-5, torch.bfloat16: 2**-7, torch.float16: 2**-10}
 def _triton_ok():
     try:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        mf.ops.resolve_backend("triton", torch.empty(1, device=dev))
+        mf._backend.resolve_backend("triton", torch.empty(1, device=dev))
         return True
     except ValueError:
         return False

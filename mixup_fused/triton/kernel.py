@@ -1,4 +1,4 @@
-"""Triton kernels for the fused mix, and their host launchers.
+"""The Triton kernel of the fused mix and the configurations it is compiled in.
 
 One kernel, ``mix_images_targets_kernel``, serves every mode. Its 1-D grid has
 ``B * (image_blocks + target_blocks)`` programs: program ``(i, blk)`` writes
@@ -12,23 +12,22 @@ channels_last); the row start is computed in int64, so ``B * row_len`` may pass
 specialisation sees 16-byte aligned pointers and lengths divisible by 16,
 which lets it emit 128-bit loads and stores on such rows.
 
-The kernel holds no Python logic: the launchers below pick its flags (one
-function, :func:`kernel_config`, that the ahead-of-time tests enumerate) and
-prepare the tiny per-row tensors.
+The kernel holds no Python logic: :func:`kernel_config` picks its flags for
+one call (the launcher and the ahead-of-time tests both go through it), and
+:func:`kernel_configs` lists every configuration the launcher can pick.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from .._checks import FLOAT_DTYPES
+
 BLOCK = 2048
 NUM_WARPS = 4
 TARGET_BLOCK = 1024
-MAX_ROW = 2**31 - 1 - BLOCK
 
 
 @triton.jit
@@ -219,11 +218,6 @@ def mix_images_targets_kernel(
         tl.store(y_ptr + i.to(tl.int64) * num_classes + k, y, mask=kmask)
 
 
-# ----------------------------------------------------------------------------
-# Host side
-# ----------------------------------------------------------------------------
-
-
 def kernel_config(x_dtype, out_dtype, *, cutmix, channels_last, normalize, inplace, backward) -> dict:
     """The kernel's dtypes and constexpr flags for one call. The launcher and
     :func:`kernel_configs` both go through here, so the ahead-of-time tests
@@ -241,201 +235,6 @@ def kernel_config(x_dtype, out_dtype, *, cutmix, channels_last, normalize, inpla
         BACKWARD=bool(backward),
         F64=torch.float64 in (x_dtype, out_dtype),
     )
-
-
-def _launch(
-    x,
-    out,
-    src,
-    lam,
-    boxes,
-    mean,
-    std,
-    target,
-    y,
-    *,
-    num_classes,
-    label_smoothing,
-    channels_last,
-    inplace,
-    backward,
-):
-    B = x.shape[0]
-    if B == 0:
-        return
-    row_len = x[0].numel()
-    if row_len > MAX_ROW:
-        raise ValueError(
-            f"mixup_fused: each sample of x must have fewer than {MAX_ROW} elements for the Triton kernel, "
-            f"got {row_len} (the batch as a whole may be larger)"
-        )
-    cutmix = boxes is not None
-    normalize = mean is not None
-    if cutmix or normalize:
-        C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    else:
-        C = H = W = 1
-    soft = target is not None and target.dim() == 2
-    x_stride = x.stride(0) if B > 1 else row_len
-    out_stride = (out.stride(0) if B > 1 else row_len) if out is not None else x_stride
-    cfg = kernel_config(
-        x.dtype,
-        out.dtype if out is not None else x.dtype,
-        cutmix=cutmix,
-        channels_last=channels_last,
-        normalize=normalize,
-        inplace=inplace,
-        backward=backward,
-    )
-    image_blocks = triton.cdiv(row_len, BLOCK)
-    target_blocks = triton.cdiv(num_classes, TARGET_BLOCK) if target is not None else 0
-    blocks_per_row = image_blocks + target_blocks
-    eps = float(label_smoothing)
-    off_value = eps / num_classes if num_classes else 0.0
-    on_value = 1.0 - eps + off_value
-    # Unused pointer arguments get a tensor of the declared dtype, never read.
-    ids = target if target is not None and not soft else src
-    soft_rows = target if soft else y if y is not None else _empty_f32(x.device)
-    grid = (B * blocks_per_row,)
-    mix_images_targets_kernel[grid](
-        x,
-        out if out is not None else x,
-        src,
-        lam,
-        boxes if cutmix else src,
-        mean if normalize else soft_rows,
-        std if normalize else soft_rows,
-        ids,
-        soft_rows,
-        y if y is not None else soft_rows,
-        row_len,
-        x_stride,
-        out_stride,
-        C,
-        H,
-        W,
-        num_classes,
-        int(soft),
-        off_value,
-        on_value,
-        1.0 - eps,
-        off_value,
-        blocks_per_row,
-        image_blocks,
-        **{k: v for k, v in cfg.items() if k not in ("x", "out")},
-        num_warps=NUM_WARPS,
-        # No FMA contraction: the same roundings as the reference and the C++
-        # kernel, so every backend gives the same bits for float32.
-        enable_fp_fusion=False,
-    )
-
-
-def _empty_f32(device):
-    return torch.empty(1, dtype=torch.float32, device=device)
-
-
-def interpreter_active() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _device_guard(t):
-    if t.is_cuda:
-        return torch.cuda.device(t.device)
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def triton_mix(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out):
-    """Out-of-place mix into ``out`` and a new ``[B, K]`` float32 target tensor.
-
-    Inputs are already validated and laid out (dense rows; ``out`` shares
-    ``x``'s layout); ``lam`` is float32 (float64 for float64 data)."""
-    y = torch.empty((x.shape[0], num_classes), dtype=torch.float32, device=x.device)
-    channels_last = _is_channels_last(x)
-    with _device_guard(x):
-        _launch(
-            x,
-            out,
-            perm,
-            lam,
-            boxes,
-            mean,
-            std,
-            target,
-            y,
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            channels_last=channels_last,
-            inplace=False,
-            backward=False,
-        )
-    return out, y
-
-
-def triton_mix_(x, target, perm, lam, boxes, num_classes, label_smoothing):
-    """In-place mix of ``x`` (perm must be an involution); returns the targets."""
-    y = torch.empty((x.shape[0], num_classes), dtype=torch.float32, device=x.device)
-    with _device_guard(x):
-        _launch(
-            x,
-            None,
-            perm,
-            lam,
-            boxes,
-            None,
-            None,
-            target,
-            y,
-            num_classes=num_classes,
-            label_smoothing=label_smoothing,
-            channels_last=_is_channels_last(x),
-            inplace=True,
-            backward=False,
-        )
-    return y
-
-
-def triton_mix_backward(grad, inv_perm, lam, boxes, out):
-    """Gradient of the image mix: ``out[k] = lam[k] g[k] + (1 - lam[q]) g[q]``."""
-    with _device_guard(grad):
-        _launch(
-            grad,
-            out,
-            inv_perm,
-            lam,
-            boxes,
-            None,
-            None,
-            None,
-            None,
-            num_classes=0,
-            label_smoothing=0.0,
-            channels_last=_is_channels_last(grad),
-            inplace=False,
-            backward=True,
-        )
-    return out
-
-
-def _is_channels_last(x) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-# ----------------------------------------------------------------------------
-# Ahead-of-time compilation (no GPU needed), used by the tests
-# ----------------------------------------------------------------------------
-
-_TL_TYPES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float64: "fp64",
-    torch.uint8: "u8",
-}
-
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def kernel_configs():
@@ -465,74 +264,3 @@ def kernel_configs():
         if cfg not in unique:
             unique.append(cfg)
     return unique
-
-
-def _compilable_kernel():
-    """The kernel as a compilable JITFunction. Under ``TRITON_INTERPRET=1``
-    ``triton.jit`` yields interpreter objects, so a second copy of this module
-    is loaded with the interpreter switched off."""
-    from triton.runtime.jit import JITFunction
-
-    if isinstance(mix_images_targets_kernel, JITFunction):
-        return mix_images_targets_kernel
-    global _AOT_MODULE
-    if _AOT_MODULE is None:
-        import importlib.util
-
-        old = os.environ.get("TRITON_INTERPRET")
-        os.environ["TRITON_INTERPRET"] = "0"
-        try:
-            spec = importlib.util.spec_from_file_location("mixup_fused._triton_mix_aot", __file__)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-        finally:
-            if old is None:
-                del os.environ["TRITON_INTERPRET"]
-            else:
-                os.environ["TRITON_INTERPRET"] = old
-        _AOT_MODULE = mod
-    return _AOT_MODULE.mix_images_targets_kernel
-
-
-_AOT_MODULE = None
-
-
-def compile_config(cfg, arch: int = 90, aligned: bool = True):
-    """Compile one configuration for ``sm_<arch>`` with no GPU; returns the
-    compiled kernel (``.asm["ptx"]`` holds the PTX). ``aligned`` gives the
-    pointers 16-byte alignment and the lengths divisibility by 16, as Triton's
-    specialisation sees typical image rows."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    fn = _compilable_kernel()
-    names = fn.arg_names
-    signature = {
-        "x_ptr": "*" + _TL_TYPES[cfg["x"]],
-        "out_ptr": "*" + _TL_TYPES[cfg["out"]],
-        "src_ptr": "*i64",
-        "lam_ptr": "*fp64" if cfg["F64"] else "*fp32",
-        "box_ptr": "*i64",
-        "mean_ptr": "*fp32",
-        "std_ptr": "*fp32",
-        "ids_ptr": "*i64",
-        "soft_ptr": "*fp32",
-        "y_ptr": "*fp32",
-        "off_value": "fp32",
-        "on_value": "fp32",
-        "keep": "fp32",
-        "spread": "fp32",
-    }
-    constexprs = {k: v for k, v in cfg.items() if k not in ("x", "out")}
-    for name in names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name not in signature:
-            signature[name] = "i32"
-    attrs = {}
-    if aligned:
-        divisible = [n for n in names if signature[n].startswith("*")] + ["row_len", "x_stride", "out_stride"]
-        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

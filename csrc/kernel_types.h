@@ -1,5 +1,5 @@
-// Plain data shared by the dispatching code (mixup_fused.cpp, which uses ATen)
-// and the per-instruction-set kernels (mix_kernels.h). Nothing here may
+// Plain data shared by the op implementations (mix_ops.cpp, which uses ATen)
+// and the per-instruction-set loops (loops.h). Nothing here may
 // generate code that differs by instruction set: only POD structs and
 // internal-linkage helpers, so that no function compiled for AVX-512 can be
 // picked by the linker for a machine without it.

@@ -1,0 +1,46 @@
+"""What every case is measured against: the memory rooflines of the same run,
+and the pure-PyTorch reference that every provider is checked with."""
+
+from __future__ import annotations
+
+import torch
+
+from mixup_fused.reference import mix_reference
+
+from ..cases import Inputs
+from ..verify import check_mix
+from .base import Prepared
+
+
+def roofline_copy(inp: Inputs) -> Prepared:
+    x = inp.x if inp.case.workload != "backward" else inp.x.clone()
+    y = torch.empty_like(x)
+    return Prepared(lambda: y.copy_(x), lambda: {"roofline": "y.copy_(x)"})
+
+
+def roofline_inplace(inp: Inputs) -> Prepared:
+    x = inp.x.clone()
+    # Alternate 0.5 and 2.0 so that repeated calls neither underflow to denormals nor change the cost.
+    state = {"k": 0}
+
+    def fn():
+        state["k"] ^= 1
+        return x.mul_(0.5 if state["k"] else 2.0)
+
+    return Prepared(fn, lambda: {"roofline": "x.mul_(0.5)"})
+
+
+def roofline_convert(inp: Inputs) -> Prepared:
+    y = torch.empty(inp.x.shape, dtype=inp.case.out_dtype, device=inp.x.device)
+    return Prepared(lambda: y.copy_(inp.x), lambda: {"roofline": f"y_{inp.case.out_dtype}.copy_(x_uint8)"})
+
+
+def reference(inp: Inputs) -> Prepared:
+    c = inp.case
+    lam = inp.lam_vec if c.workload == "elem" else torch.full_like(inp.lam_vec, inp.lam)
+
+    def fn():
+        ls = c.label_smoothing
+        return mix_reference(inp.x, inp.target, inp.perm, lam, num_classes=c.num_classes, label_smoothing=ls)
+
+    return Prepared(fn, lambda: check_mix(inp, *fn(), inp.perm, lam))

@@ -1,0 +1,168 @@
+#include "checks.h"
+
+#include <cmath>
+#include <iomanip>
+
+namespace mixup_fused {
+namespace {
+
+// The values of a small 1-d (or [B, 4]) CPU tensor as Out.
+template <typename Out>
+std::vector<Out> host_values(const at::Tensor& t, at::ScalarType as) {
+  const at::Tensor c = t.to(as).contiguous();
+  const Out* d = c.const_data_ptr<Out>();
+  return std::vector<Out>(d, d + c.numel());
+}
+
+}  // namespace
+
+bool is_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device() == x.device(), "mixup_fused: ", name, " is on ", t.device(),
+                    " but x is on ", x.device(), "; all tensors must be on the same device");
+}
+
+std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, bool involution) {
+  const int64_t B = x.size(0);
+  check_same_device(x, perm, "perm");
+  TORCH_CHECK_TYPE(perm.scalar_type() == at::kLong || perm.scalar_type() == at::kInt,
+                   "mixup_fused: perm must be an int64 tensor, got ", perm.scalar_type());
+  TORCH_CHECK_VALUE(perm.dim() == 1 && perm.size(0) == B, "mixup_fused: perm must have shape [B] = [", B,
+                    "], got ", perm.sizes());
+  std::vector<int64_t> out = host_values<int64_t>(perm, at::kLong);
+  std::vector<char> seen(B, 0);
+  for (int64_t i = 0; i < B; ++i) {
+    TORCH_CHECK_VALUE(out[i] >= 0 && out[i] < B, "mixup_fused: perm[", i, "] = ", out[i],
+                      " is out of range [0, ", B, ")");
+    TORCH_CHECK_VALUE(!seen[out[i]], "mixup_fused: perm is not a permutation: ", out[i], " appears twice");
+    seen[out[i]] = 1;
+  }
+  if (involution) {
+    for (int64_t i = 0; i < B; ++i) {
+      TORCH_CHECK_VALUE(out[out[i]] == i, "mixup_fused: inplace=True needs perm to be an involution ",
+                        "(perm[perm[i]] == i), but perm[", i, "] = ", out[i], " and perm[", out[i],
+                        "] = ", out[out[i]]);
+    }
+  }
+  return out;
+}
+
+// lam as double. ``f64``: the kernel computes in float64; otherwise it uses
+// lam rounded to float32, and that is the value checked against [0, 1] (a
+// float64 lam of 1 + 1e-12 is 1 for a float32 batch, as on every backend).
+std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64) {
+  const int64_t B = x.size(0);
+  check_same_device(x, lam, "lam");
+  TORCH_CHECK_TYPE(is_float(lam.scalar_type()), "mixup_fused: lam must be a floating tensor, got ",
+                   lam.scalar_type());
+  TORCH_CHECK_VALUE(lam.dim() == 1 && lam.size(0) == B, "mixup_fused: lam must have shape [B] = [", B,
+                    "], got ", lam.sizes());
+  std::vector<double> out = host_values<double>(lam, at::kDouble);
+  for (int64_t i = 0; i < B; ++i) {
+    const double v = f64 ? out[i] : static_cast<double>(static_cast<float>(out[i]));
+    TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "mixup_fused: lam[", i, "] = ", std::setprecision(f64 ? 17 : 9), out[i],
+                      " must be in [0, 1]");
+  }
+  return out;
+}
+
+std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tensor>& boxes) {
+  std::vector<Box> out;
+  if (!boxes.has_value()) return out;
+  const auto& b = *boxes;
+  const int64_t B = x.size(0);
+  check_same_device(x, b, "boxes");
+  TORCH_CHECK_VALUE(x.dim() == 4, "mixup_fused: boxes (CutMix) need x of shape [B, C, H, W], got x of shape ",
+                    x.sizes());
+  TORCH_CHECK_TYPE(!is_float(b.scalar_type()) && b.scalar_type() != at::kBool,
+                   "mixup_fused: boxes must be an integer tensor, got ", b.scalar_type());
+  TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) == B && b.size(1) == 4,
+                    "mixup_fused: boxes must have shape [B, 4] = [", B, ", 4], got ", b.sizes());
+  const int64_t H = x.size(2), W = x.size(3);
+  const std::vector<int64_t> bl = host_values<int64_t>(b, at::kLong);
+  const int64_t* d = bl.data();
+  out.resize(B);
+  for (int64_t i = 0; i < B; ++i) {
+    Box bx{d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]};
+    TORCH_CHECK_VALUE(is_no_box(bx) || (0 <= bx.y0 && bx.y0 <= bx.y1 && bx.y1 <= H && 0 <= bx.x0 &&
+                                        bx.x0 <= bx.x1 && bx.x1 <= W),
+                      "mixup_fused: boxes[", i, "] = (", bx.y0, ", ", bx.y1, ", ", bx.x0, ", ", bx.x1,
+                      ") must satisfy 0 <= y0 <= y1 <= H = ", H, " and 0 <= x0 <= x1 <= W = ", W,
+                      ", or be (-1, -1, -1, -1) to mix that sample with lam");
+    out[i] = bx;
+  }
+  return out;
+}
+
+// Returns the class ids (empty for soft targets).
+std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& target, int64_t num_classes,
+                                    double label_smoothing) {
+  const int64_t B = x.size(0);
+  TORCH_CHECK_VALUE(num_classes >= 1 && num_classes <= kInt32Max,
+                    "mixup_fused: num_classes must be an int in [1, 2**31 - 1], got ", num_classes);
+  TORCH_CHECK_VALUE(label_smoothing >= 0.0 && label_smoothing <= 1.0,
+                    "mixup_fused: label_smoothing must be in [0, 1], got ", label_smoothing);
+  check_same_device(x, target, "target");
+  std::vector<int64_t> ids;
+  if (is_float(target.scalar_type())) {
+    TORCH_CHECK_VALUE(target.dim() == 2 && target.size(0) == B && target.size(1) == num_classes,
+                      "mixup_fused: soft target must have shape [B, num_classes] = [", B, ", ", num_classes,
+                      "], got ", target.sizes());
+    return ids;
+  }
+  TORCH_CHECK_TYPE(target.scalar_type() != at::kBool && !at::isComplexType(target.scalar_type()),
+                   "mixup_fused: target must hold int64 class ids or floating soft targets, got ",
+                   target.scalar_type());
+  TORCH_CHECK_VALUE(target.dim() == 1 && target.size(0) == B, "mixup_fused: target (class ids) must have shape [B] = [",
+                    B, "], got ", target.sizes());
+  ids = host_values<int64_t>(target, at::kLong);
+  for (int64_t i = 0; i < B; ++i) {
+    TORCH_CHECK_VALUE(ids[i] >= 0 && ids[i] < num_classes, "mixup_fused: target[", i, "] = ", ids[i],
+                      " is not a class id in [0, num_classes = ", num_classes, ")");
+  }
+  return ids;
+}
+
+void check_x(const at::Tensor& x, bool normalize) {
+  TORCH_CHECK_VALUE(x.dim() >= 1, "mixup_fused: x must have a batch dimension, got a 0-d tensor");
+  if (normalize) {
+    TORCH_CHECK_TYPE(is_float(x.scalar_type()) || x.scalar_type() == at::kByte,
+                     "mixup_fused: x must be uint8 or floating when mean/std are given, got ", x.scalar_type());
+  } else {
+    TORCH_CHECK_TYPE(is_float(x.scalar_type()), "mixup_fused: x must be a floating tensor (float32, float16, ",
+                     "bfloat16 or float64), got ", x.scalar_type(),
+                     "; integer images need mean and std to be normalised");
+  }
+}
+
+ChannelStats checked_norm(const at::Tensor& x, const c10::optional<at::Tensor>& mean, const c10::optional<at::Tensor>& std) {
+  ChannelStats n;
+  TORCH_CHECK_VALUE(mean.has_value() == std.has_value(), "mixup_fused: mean and std must be given together");
+  if (!mean.has_value()) return n;
+  TORCH_CHECK_VALUE(x.dim() == 4, "mixup_fused: mean/std need x of shape [B, C, H, W], got ", x.sizes());
+  const int64_t C = x.size(1);
+  for (const auto* pr : {&mean, &std}) {
+    const char* name = pr == &mean ? "mean" : "std";
+    const auto& t = **pr;
+    check_same_device(x, t, name);
+    TORCH_CHECK_TYPE(is_float(t.scalar_type()), "mixup_fused: ", name, " must be a floating tensor, got ",
+                     t.scalar_type());
+    TORCH_CHECK_VALUE(t.numel() == C, "mixup_fused: ", name, " must have C = ", C, " values, got ", t.numel());
+  }
+  auto m = mean->to(at::kDouble).contiguous();
+  auto s = std->to(at::kDouble).contiguous();
+  n.on = true;
+  n.mean.assign(m.data_ptr<double>(), m.data_ptr<double>() + C);
+  n.std.assign(s.data_ptr<double>(), s.data_ptr<double>() + C);
+  for (int64_t c = 0; c < C; ++c) {
+    TORCH_CHECK_VALUE(std::isfinite(n.mean[c]), "mixup_fused: mean[", c, "] = ", n.mean[c], " must be finite");
+    TORCH_CHECK_VALUE(std::isfinite(n.std[c]) && n.std[c] != 0.0, "mixup_fused: std[", c, "] = ", n.std[c],
+                      " must be finite and nonzero");
+  }
+  return n;
+}
+
+}  // namespace mixup_fused

@@ -1,0 +1,42 @@
+// The argument rules of the CPU kernels: the same rules, and the same
+// messages, as mixup_fused/_checks.py. Every op validates all of its
+// arguments with these before it writes anything, so a call that raises
+// leaves its inputs untouched.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "kernel_types.h"
+
+namespace mixup_fused {
+
+// Class ids, K and one sample's length are int32 in the kernels' indexing.
+constexpr int64_t kInt32Max = 2147483647;
+
+bool is_float(at::ScalarType t);
+
+// A box row of all -1 (NO_BOX) marks a sample that is mixed with lam rather
+// than cut, so one call can serve timm's per-sample mixup/CutMix switch.
+inline bool is_no_box(const Box& b) { return b.y0 == -1 && b.y1 == -1 && b.x0 == -1 && b.x1 == -1; }
+
+void check_x(const at::Tensor& x, bool normalize);
+void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* name);
+// The values, checked and read once on the host.
+std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, bool involution);
+std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64);
+std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tensor>& boxes);
+// The class ids (empty for soft targets).
+std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& target, int64_t num_classes,
+                                    double label_smoothing);
+
+struct ChannelStats {
+  bool on = false;
+  std::vector<double> mean, std;
+};
+ChannelStats checked_norm(const at::Tensor& x, const c10::optional<at::Tensor>& mean,
+                          const c10::optional<at::Tensor>& std);
+
+}  // namespace mixup_fused

@@ -1,0 +1,72 @@
+"""All the random draws of Mixup and CutMix.
+
+The fused op is deterministic: it takes the pairing, the per-sample weights
+``lam`` and the per-sample boxes as tensors. This package draws them:
+
+* :mod:`.pairing`: who is mixed with whom (involutions for in-place mixing);
+* :mod:`.timm`: timm's draws from numpy's global RNG, in timm's order
+  (:class:`NumpySampler`: the same lam, boxes and pairing as ``timm.data.Mixup``
+  for the same ``np.random.seed``);
+* :mod:`.torch_draws`: vectorised draws from a ``torch.Generator`` on any
+  device, with no host reads (:class:`TorchSampler`);
+* :mod:`.torchvision`: torchvision v2's draws;
+* :mod:`.params`: :class:`MixParams`, the per-sample rows both samplers
+  produce for one call of :func:`mixup_fused.mix`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .pairing import Pairing, flip_pairing, half_pairing, random_pairing, random_permutation, roll_permutation
+from .params import EMPTY_BOX, MODES, NO_BOX, MixParams, MixupConfig, draws_per_row, scatter_rows, to_device
+from .timm import NumpySampler, cutmix_bbox_and_lam, rand_bbox, rand_bbox_minmax
+from .torch_draws import TorchSampler, cutmix_boxes_and_lam, rand_boxes, rand_boxes_minmax, sample_beta
+from .torchvision import torchvision_cutmix_box, torchvision_lam
+
+__all__ = [
+    "EMPTY_BOX",
+    "MODES",
+    "NO_BOX",
+    "SAMPLERS",
+    "MixParams",
+    "MixupConfig",
+    "NumpySampler",
+    "Pairing",
+    "TorchSampler",
+    "cutmix_bbox_and_lam",
+    "cutmix_boxes_and_lam",
+    "draws_per_row",
+    "flip_pairing",
+    "half_pairing",
+    "make_sampler",
+    "rand_bbox",
+    "rand_bbox_minmax",
+    "rand_boxes",
+    "rand_boxes_minmax",
+    "random_pairing",
+    "random_permutation",
+    "roll_permutation",
+    "sample_beta",
+    "scatter_rows",
+    "to_device",
+    "torchvision_cutmix_box",
+    "torchvision_lam",
+]
+
+SAMPLERS = ("host", "device")
+
+
+def make_sampler(generator: torch.Generator | None = None, sampler: str = "host", device=None):
+    """``sampler='host'``: numpy's global RNG in timm's order without a
+    generator, else the torch sampler on the generator's device.
+
+    ``sampler='device'``: torch draws on ``device`` (the batch's device) from
+    ``generator`` or, without one, from torch's default generator of that
+    device; nothing is read back, so no host synchronisation happens and the
+    step can be captured in a CUDA graph or compiled without graph breaks."""
+    if sampler == "device":
+        return TorchSampler(generator, device=None if generator is not None else device, host_hints=False)
+    if sampler != "host":
+        raise ValueError(f"mixup_fused: sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return NumpySampler() if generator is None else TorchSampler(generator)

@@ -1,0 +1,166 @@
+"""What a sampler produces: per-sample rows ready for one call of the op.
+
+A box row of ``NO_BOX`` (all -1) tells the op to blend that sample with lam
+(Mixup) instead of cutting; ``EMPTY_BOX`` leaves a sample untouched. That is
+how one launch mixes some samples and cuts others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..reference import NO_BOX
+from .pairing import Pairing
+
+__all__ = ["EMPTY_BOX", "MODES", "NO_BOX", "MixParams", "MixupConfig", "draws_per_row", "scatter_rows", "to_device"]
+
+EMPTY_BOX = (0, 0, 0, 0)
+MODES = ("batch", "pair", "elem", "half")
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """The knobs of timm's ``Mixup`` that decide the draws."""
+
+    mixup_alpha: float = 1.0
+    cutmix_alpha: float = 0.0
+    cutmix_minmax: tuple[float, float] | None = None
+    prob: float = 1.0
+    switch_prob: float = 0.5
+    correct_lam: bool = True
+    enabled: bool = True
+
+    def __post_init__(self):
+        if self.cutmix_minmax is not None:
+            # As timm: minmax boxes turn CutMix on with alpha 1 (lam is then set by the box area).
+            object.__setattr__(self, "cutmix_alpha", 1.0)
+
+    @property
+    def mixup_on(self) -> bool:
+        return self.mixup_alpha > 0.0
+
+    @property
+    def cutmix_on(self) -> bool:
+        return self.cutmix_alpha > 0.0 or self.cutmix_minmax is not None
+
+    def check(self) -> None:
+        if self.enabled and not (self.mixup_on or self.cutmix_on):
+            raise ValueError(
+                "mixup_fused: one of mixup_alpha > 0, cutmix_alpha > 0 or cutmix_minmax not None must hold "
+                f"(got mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
+                f"cutmix_minmax={self.cutmix_minmax})"
+            )
+
+
+@dataclass
+class MixParams:
+    """Everything one call of :func:`mixup_fused.mix` needs, one row per sample.
+
+    Attributes:
+        pairing: the involution (``pairing.perm`` goes to the op).
+        lam: float32 or float64 ``[B]``, the weight of each sample's own target; for rows
+            that are blended (no box, or ``NO_BOX``) also of its own image.
+        boxes: int64 ``[B, 4]`` ``(y0, y1, x0, x1)`` or None (every row is
+            blended). Rows equal to ``NO_BOX`` are blended with lam,
+            ``EMPTY_BOX`` rows are left unchanged.
+        mixes: False when no sample changes (the image pass can be skipped),
+            True when some may, None when unknown without reading the device.
+    """
+
+    pairing: Pairing
+    lam: torch.Tensor
+    boxes: torch.Tensor | None
+    mixes: bool | None = None
+
+    @property
+    def perm(self) -> torch.Tensor:
+        return self.pairing.perm
+
+    def to(self, device, lam_dtype: torch.dtype | None = None) -> MixParams:
+        """Move to ``device`` (host-to-device copies from pinned memory, non-blocking)."""
+        device = torch.device(device)
+        if self.lam.device == device and (lam_dtype is None or self.lam.dtype == lam_dtype):
+            return self
+        lam = self.lam if lam_dtype is None else self.lam.to(lam_dtype)
+        pairing, boxes = self.pairing, self.boxes
+        if lam.device != device:
+            lam, boxes = to_device(lam, device), to_device(boxes, device)
+            pairing = Pairing(*(to_device(t, device) for t in pairing))
+        return replace(self, pairing=pairing, lam=lam, boxes=boxes)
+
+    def with_host_hints(self, use_cut_n: torch.Tensor) -> MixParams:
+        """Read the drawn rows on the host (CPU draws only): no box tensor when
+        no draw cuts (``use_cut_n``: the op's pure Mixup path), and
+        ``mixes=False`` when no sample changes."""
+        boxes = self.boxes if bool(use_cut_n.any()) else None
+        mixes = bool((self.lam != 1.0).any())
+        if boxes is not None:
+            cut = (boxes != torch.tensor(NO_BOX)).any(1)
+            mixes = mixes or bool((cut & (boxes[:, 1] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 2])).any())
+        return replace(self, boxes=boxes, mixes=mixes)
+
+
+def to_device(t: torch.Tensor | None, device) -> torch.Tensor | None:
+    """Host tensor to ``device`` without a synchronisation: a CUDA copy goes
+    through pinned memory with ``non_blocking=True`` (a copy from pageable
+    memory would wait for the stream)."""
+    if t is None or t.device == torch.device(device):
+        return t
+    if torch.device(device).type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def draws_per_row(mode: str, batch_size: int) -> int:
+    """How many draws a mode makes: one per batch, per sample, or per pair."""
+    if mode == "batch":
+        return 1
+    if mode == "elem":
+        return batch_size
+    return batch_size // 2  # 'pair' and 'half'
+
+
+def scatter_rows(
+    mode: str, pair: Pairing, lam_n: torch.Tensor, use_cut_n: torch.Tensor, box_n: torch.Tensor | None
+) -> MixParams:
+    """Per-draw rows -> per-sample rows, for the op.
+
+    ``'batch'`` repeats the one row; ``'elem'`` keeps one row per sample;
+    ``'pair'`` gives both samples of pair ``k`` row ``k``; ``'half'`` gives
+    row ``k`` to ``first[k]`` only. Samples without a partner (odd B) and the
+    second half in ``'half'`` keep lam = 1 and an empty box. Blended rows get
+    ``NO_BOX`` and rows with lam == 1 ``EMPTY_BOX`` (an exact copy).
+    ``box_n`` None: no row cuts.
+    """
+    B = pair.perm.shape[0]
+    dev = pair.perm.device
+    lam_n = lam_n.to(dev)
+    use_cut_n = use_cut_n.to(dev)
+    if mode in ("batch", "elem"):
+        idx = torch.zeros(B, dtype=torch.int64, device=dev) if mode == "batch" else torch.arange(B, device=dev)
+        keep = pair.paired()
+        lam = torch.where(keep, lam_n[idx], 1.0)
+        rows = (keep, idx)
+    else:
+        lam = torch.ones(B, dtype=lam_n.dtype, device=dev).index_copy(0, pair.first, lam_n)
+        if mode == "pair":
+            lam = lam.index_copy(0, pair.second, lam_n)
+        rows = None
+    if box_n is None:
+        return MixParams(pair, lam, None)
+    box_n = box_n.to(dev)
+    # Built on the device (torch.tensor(list, device=cuda) would be a synchronous copy).
+    empty = torch.zeros(4, dtype=torch.int64, device=dev)  # EMPTY_BOX
+    blend = torch.full((4,), -1, dtype=torch.int64, device=dev)  # NO_BOX
+    # A row that cuts keeps its box; otherwise NO_BOX (blend with lam) or, when lam == 1, EMPTY (exact copy).
+    box_n = torch.where(use_cut_n.unsqueeze(1), box_n, torch.where((lam_n != 1.0).unsqueeze(1), blend, empty))
+    if rows is not None:
+        keep, idx = rows
+        boxes = torch.where(keep.unsqueeze(1), box_n[idx], empty)
+    else:
+        boxes = empty.expand(B, 4).clone().index_copy_(0, pair.first, box_n)
+        if mode == "pair":
+            boxes.index_copy_(0, pair.second, box_n)
+    return MixParams(pair, lam, boxes)

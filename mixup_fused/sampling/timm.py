@@ -1,0 +1,153 @@
+"""timm's draws, from numpy's global RNG, in timm's order.
+
+With the same ``np.random.seed``, :class:`NumpySampler` draws the same lam,
+boxes and pairing as ``timm.data.Mixup`` (and ``FastCollateMixup`` for mode
+``'half'``), with timm's arithmetic: the box functions below are timm's,
+called as timm calls them (float32 lam in the per-sample modes, a Python
+float in batch mode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .pairing import Pairing, flip_pairing, half_pairing, random_pairing
+from .params import MixParams, MixupConfig, draws_per_row, scatter_rows
+
+__all__ = ["NumpySampler", "cutmix_bbox_and_lam", "rand_bbox", "rand_bbox_minmax"]
+
+
+def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
+    """timm's ``rand_bbox``: a box of sides ``int(side * sqrt(1 - lam))`` around
+    a uniform centre, clipped to the image. Returns ``(y0, y1, x0, x1)``.
+
+    ``lam`` keeps its numpy type, as in timm: a float32 lam (per-sample modes)
+    gives float32 arithmetic, a Python float (batch mode) float64.
+    """
+    ratio = np.sqrt(1 - lam)
+    img_h, img_w = img_shape[-2:]
+    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
+    margin_y, margin_x = int(margin * cut_h), int(margin * cut_w)
+    cy = np.random.randint(0 + margin_y, img_h - margin_y, size=count)
+    cx = np.random.randint(0 + margin_x, img_w - margin_x, size=count)
+    yl = np.clip(cy - cut_h // 2, 0, img_h)
+    yh = np.clip(cy + (cut_h + 1) // 2, 0, img_h)
+    xl = np.clip(cx - cut_w // 2, 0, img_w)
+    xh = np.clip(cx + (cut_w + 1) // 2, 0, img_w)
+    return yl, yh, xl, xh
+
+
+def rand_bbox_minmax(img_shape, minmax, count=None):
+    """timm's ``rand_bbox_minmax``: sides uniform in ``[min, max)`` of the image
+    side, placed uniformly inside the image. Returns ``(y0, y1, x0, x1)``."""
+    if len(minmax) != 2:
+        raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {minmax!r}")
+    img_h, img_w = img_shape[-2:]
+    cut_h = np.random.randint(int(img_h * minmax[0]), int(img_h * minmax[1]), size=count)
+    cut_w = np.random.randint(int(img_w * minmax[0]), int(img_w * minmax[1]), size=count)
+    yl = np.random.randint(0, img_h - cut_h + 1, size=count)
+    xl = np.random.randint(0, img_w - cut_w + 1, size=count)
+    return yl, yl + cut_h, xl, xl + cut_w
+
+
+def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam: bool = True, count=None):
+    """timm's ``cutmix_bbox_and_lam``: the box, and lam corrected to ``1 - area / (H * W)``
+    when ``correct_lam`` is on or ``ratio_minmax`` is given (otherwise lam is returned as drawn)."""
+    if ratio_minmax is not None:
+        yl, yu, xl, xu = rand_bbox_minmax(img_shape, ratio_minmax, count=count)
+    else:
+        yl, yu, xl, xu = rand_bbox(img_shape, lam, count=count)
+    if correct_lam or ratio_minmax is not None:
+        bbox_area = (yu - yl) * (xu - xl)
+        lam = 1.0 - bbox_area / float(img_shape[-2] * img_shape[-1])
+    return (yl, yu, xl, xu), lam
+
+
+def need_hw(img_size) -> tuple[int, int]:
+    if img_size is None:
+        raise ValueError("mixup_fused: CutMix needs images of shape [B, C, H, W]")
+    return int(img_size[-2]), int(img_size[-1])
+
+
+def _params_per_batch(cfg: MixupConfig):
+    # timm's Mixup._params_per_batch, draw for draw.
+    lam, use_cutmix = 1.0, False
+    if cfg.enabled and np.random.rand() < cfg.prob:
+        if cfg.mixup_on and cfg.cutmix_on:
+            use_cutmix = bool(np.random.rand() < cfg.switch_prob)
+            alpha = cfg.cutmix_alpha if use_cutmix else cfg.mixup_alpha
+            lam_mix = np.random.beta(alpha, alpha)
+        elif cfg.mixup_on:
+            lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha)
+        else:
+            use_cutmix = True
+            lam_mix = np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha)
+        lam = float(lam_mix)
+    return lam, use_cutmix
+
+
+def _params_per_elem(cfg: MixupConfig, n: int):
+    # timm's Mixup._params_per_elem, draw for draw.
+    lam = np.ones(n, dtype=np.float32)
+    use_cutmix = np.zeros(n, dtype=bool)
+    if cfg.enabled:
+        if cfg.mixup_on and cfg.cutmix_on:
+            use_cutmix = np.random.rand(n) < cfg.switch_prob
+            lam_mix = np.where(
+                use_cutmix,
+                np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, size=n),
+                np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n),
+            )
+        elif cfg.mixup_on:
+            lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n)
+        else:
+            use_cutmix = np.ones(n, dtype=bool)
+            lam_mix = np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, size=n)
+        lam = np.where(np.random.rand(n) < cfg.prob, lam_mix.astype(np.float32), lam)
+    return lam, use_cutmix
+
+
+class NumpySampler:
+    """timm's draws from numpy's global RNG, in timm's order.
+
+    ``'batch'``: ``Mixup._params_per_batch``, then the box. ``'elem'``:
+    ``Mixup._params_per_elem(B)``, then one box per cut sample in index
+    order. ``'pair'``: ``_params_per_elem(B // 2)``, then one box per cut
+    pair. ``'half'``: as ``FastCollateMixup``'s ``'half'``. A random pairing
+    (``pairing='random'``, not in timm) is drawn after all of these.
+    """
+
+    def sample(self, cfg: MixupConfig, mode: str, batch_size: int, img_size=None, pairing: str = "flip") -> MixParams:
+        cfg.check()
+        if mode == "batch":
+            lam_b, use_cut_b = _params_per_batch(cfg)
+            lam_n = np.array([lam_b], dtype=np.float64)
+            use_cut_n = np.array([use_cut_b and lam_b != 1.0])  # timm returns before the box when lam == 1
+        else:
+            # lam stays float32, as in timm's arrays: it sets the box arithmetic and the rounding.
+            lam_n, use_cut_n = _params_per_elem(cfg, draws_per_row(mode, batch_size))
+            use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
+        rows = np.flatnonzero(use_cut_n)
+        box_n = None
+        if rows.size:
+            hw = need_hw(img_size)
+            box_n = np.zeros((lam_n.shape[0], 4), dtype=np.int64)
+            for r in rows:
+                box, lam_n[r] = cutmix_bbox_and_lam(hw, lam_n[r], cfg.cutmix_minmax, cfg.correct_lam)
+                box_n[r] = box
+            box_n = torch.from_numpy(box_n)
+        use_cut = torch.from_numpy(use_cut_n)
+        lam = torch.from_numpy(lam_n.astype(np.float64))
+        return scatter_rows(mode, self._pairing(mode, batch_size, pairing), lam, use_cut, box_n).with_host_hints(
+            use_cut
+        )
+
+    @staticmethod
+    def _pairing(mode: str, batch_size: int, pairing: str) -> Pairing:
+        # Drawn after lam and the boxes, as in timm's order.
+        if pairing == "random":
+            if mode == "half":
+                return half_pairing(batch_size, shuffle=True)
+            return random_pairing(batch_size, numpy_rng=True)
+        return flip_pairing(batch_size)
