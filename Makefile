@@ -1,5 +1,15 @@
 # Set-up is two commands on a fresh machine: `make bench` and `make test`.
-# Both create .venv, install what is needed and build the extension first.
+# Both create the virtual environments, install what is needed and build the
+# extension first; a second call on an unchanged tree rebuilds nothing.
+#
+# Two torch versions are tested (the supported range in pyproject.toml):
+#   .venv       torch 2.14.1 + torchvision 0.29.1, the full timm and kornia:
+#               the real peers import there, so none of their tests skip, and
+#               the benchmark compares against what users run.
+#   .venv-2.13  torch 2.13.0 (the CPU wheel), timm installed without its deps
+#               (no torchvision): the tests of the peers skip there.
+# Each torch needs its own build of the extension, so the second one builds
+# and tests a copy of the tree in build/torch-2.13.
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -7,21 +17,32 @@ PIP := $(VPY) -m pip
 ARGS ?=
 
 # torch: keep one that is already installed in the venv (GPU machines bring
-# their own torch + triton); otherwise the CPU wheel pinned for these machines.
-TORCH_SPEC ?= torch==2.13.0
-TRITON_SPEC ?= triton==3.9.0
+# their own torch + triton); otherwise the versions pinned for these machines.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TRITON_SPEC ?= triton
 TIMM_SPEC ?= timm==1.0.31
+# full: timm and kornia with their dependencies (they need torchvision); light: timm without them.
+PEERS ?= full
 
-.PHONY: setup build test bench lint clean
+LIGHT_VENV := $(CURDIR)/.venv-2.13
+LIGHT_TREE := build/torch-2.13
+LIGHT_TORCH := torch==2.13.0
+LIGHT_TRITON := triton==3.9.0
+
+.PHONY: setup build test test-here test-light bench lint clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
-	@$(VPY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	@$(VPY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	@$(VPY) -c "import triton" 2>/dev/null || $(PIP) install -q "$(TRITON_SPEC)"
 	$(PIP) install -q numpy pytest hypothesis scipy ruff==0.17.5 ninja tqdm matplotlib setuptools wheel
+ifeq ($(PEERS),full)
+	$(PIP) install -q "$(TIMM_SPEC)" kornia==0.9.0
+else
 	$(PIP) install -q --no-deps "$(TIMM_SPEC)"
 	# kornia: a benchmark peer only (RandomMixUpV2 / RandomCutMixV2); optional.
 	-$(PIP) install -q --no-deps kornia==0.9.0 kornia_rs==0.2.0
+endif
 	@touch $@
 
 setup: $(VENV)/.deps
@@ -39,11 +60,27 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: build lint
+# The suite in this tree's environment.
+test-here: build
 	$(VPY) -m pytest -q $(ARGS)
+
+# The suite on torch 2.13.0 without the peers, in a copy of the tree: the
+# files git tracks or does not ignore, with their timestamps, so that the
+# copy's build (its build/ and the .so, kept between calls) is incremental.
+test-light:
+	@mkdir -p $(LIGHT_TREE)/mixup_fused
+	@find $(LIGHT_TREE) -mindepth 1 -maxdepth 1 ! -name build ! -name mixup_fused ! -name '*.egg-info' \
+		-exec rm -rf {} +
+	@find $(LIGHT_TREE)/mixup_fused -mindepth 1 -maxdepth 1 ! -name '_C*.so' -exec rm -rf {} +
+	@git ls-files -z --cached --others --exclude-standard | xargs -0 tar cf - --ignore-failed-read 2>/dev/null \
+		| tar xf - -C $(LIGHT_TREE)
+	$(MAKE) --no-print-directory -C $(LIGHT_TREE) test-here VENV=$(LIGHT_VENV) TORCH_SPEC="$(LIGHT_TORCH)" \
+		TRITON_SPEC="$(LIGHT_TRITON)" PEERS=light ARGS="$(ARGS)"
+
+test: lint test-here test-light
 
 bench: build
 	$(VPY) -m bench $(ARGS)
 
 clean:
-	rm -rf build *.egg-info mixup_fused/_C*.so $(BUILT)
+	rm -rf build *.egg-info mixup_fused/_C*.so $(BUILT) $(LIGHT_VENV)/.built

@@ -26,7 +26,12 @@ WORKLOADS = {
     "cutmix": "CutMix, one box per batch, 1000 classes, label smoothing 0.1",
     "uint8": "uint8 images in: normalise (0..255 mean/std) + Mixup, half/float out",
     "backward": "feature mixing (Manifold Mixup) forward + backward through autograd",
+    "collate": "collate uint8 samples with Mixup/CutMix per sample (timm FastCollateMixup 'elem'), one thread",
 }
+
+# Threads a workload runs on (None: torch's default). Collate-time mixing runs
+# in DataLoader workers, which torch sets to one thread.
+WORKLOAD_THREADS = {"collate": 1}
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Inputs:
     mean: torch.Tensor | None = None  # float32 [C]
     std: torch.Tensor | None = None
     grad: torch.Tensor | None = None  # the incoming gradient (backward workload)
+    samples: list | None = None  # (uint8 CHW numpy array, class id) per sample (collate workload)
     extra: dict = field(default_factory=dict)
 
     def x_float(self) -> torch.Tensor:
@@ -136,6 +142,8 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0) -> Inputs:
         inp.std = torch.tensor(STD_255, dtype=torch.float32, device=device)
     if case.workload == "backward":
         inp.grad = torch.randn(case.shape, generator=gen).to(case.dtype).to(device)
+    if case.workload == "collate":
+        inp.samples = [(x[i].numpy(), int(target[i])) for i in range(B)]
     return inp
 
 
@@ -153,6 +161,7 @@ def build_cases(device: torch.device, quick: bool) -> list[Case]:
             Case("cutmix", CIFAR, f32, f32),
             Case("uint8", IMAGENET, u8, bf16),
             Case("backward", FEATURES, f32, f32),
+            *([Case("collate", IMAGENET, u8, u8)] if device.type == "cpu" else []),
         ]
     cases: list[Case] = []
     for shape in [*images, FEATURES]:
@@ -171,4 +180,6 @@ def build_cases(device: torch.device, quick: bool) -> list[Case]:
     cases.append(Case("uint8", IMAGENET, u8, f32))
     for dt in (f32, bf16):
         cases.append(Case("backward", FEATURES, dt, dt))
+    if device.type == "cpu":
+        cases.append(Case("collate", IMAGENET, u8, u8))
     return cases

@@ -8,6 +8,7 @@ fakes it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import os
@@ -25,10 +26,16 @@ from torch.utils.data import DataLoader, Dataset
 
 
 def load_timm(relpath: str = "data/mixup.py"):
-    """The module ``timm/<relpath>`` of the installed timm, loaded from its file.
+    """The module ``timm/<relpath>`` of the installed timm: imported normally
+    where timm imports (it needs torchvision), otherwise loaded from its file
+    (the lighter environment installs timm with --no-deps).
 
     Raises ImportError if timm is not installed or lacks the file.
     """
+    try:
+        return importlib.import_module("timm." + relpath.removesuffix(".py").replace("/", "."))
+    except Exception:  # timm without torchvision fails to import, with several error types
+        pass
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("timm is not installed (pip install --no-deps timm==1.0.31)")

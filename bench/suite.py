@@ -10,7 +10,7 @@ from dataclasses import asdict
 import torch
 
 from . import providers as prov
-from .cases import Case, build_cases, make_inputs
+from .cases import WORKLOAD_THREADS, Case, build_cases, make_inputs
 from .timing import Budget
 from .verify import VerificationError
 
@@ -46,7 +46,20 @@ def _sync(device: torch.device) -> None:
 
 
 def run_case(case: Case, device, timer, budget: Budget, *, quick: bool, only=None, skip=None, progress=None):
-    """Verify every provider of the case, then time the verified ones together."""
+    """Verify every provider of the case, then time the verified ones together
+    (on the workload's number of threads, see ``WORKLOAD_THREADS``)."""
+    threads = WORKLOAD_THREADS.get(case.workload)
+    if threads is None:
+        return _run_case(case, device, timer, budget, quick=quick, only=only, skip=skip, progress=progress)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_case(case, device, timer, budget, quick=quick, only=only, skip=skip, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_case(case: Case, device, timer, budget: Budget, *, quick: bool, only=None, skip=None, progress=None):
     rows, fns = [], {}
     inp = make_inputs(case, device)
     for p in prov.providers_for(case, quick=quick, only=only, skip=skip):

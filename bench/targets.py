@@ -36,6 +36,31 @@ class Target:
     why: str
 
 
+def _collate_table() -> list[Target]:
+    """Collate-time mixing (CPU, one thread, as in a DataLoader worker)."""
+    collate = Case("collate", IMAGENET, torch.uint8, torch.uint8).label
+    return [
+        Target(
+            "FastCollateMixup elem, one thread, vs a plain uint8 collate",
+            collate,
+            "ours_FastCollateMixup",
+            ("roofline_collate",),
+            X_ROOFLINE,
+            1.5,
+            "one pass gathers the samples into the batch; the blended rows also read their partner",
+        ),
+        Target(
+            "FastCollateMixup elem, one thread, vs timm's",
+            collate,
+            "ours_FastCollateMixup",
+            ("timm_collate",),
+            SPEEDUP,
+            5.0,
+            "timm loops over the samples in Python with several float32 passes per blended sample",
+        ),
+    ]
+
+
 def _table(shape: tuple[int, ...]) -> list[Target]:
     """The targets on a training batch of ``shape``."""
     f32, bf16, u8 = torch.float32, torch.bfloat16, torch.uint8
@@ -113,7 +138,7 @@ def _table(shape: tuple[int, ...]) -> list[Target]:
 
 
 # The same promises on each device, at the batch its runs measure.
-TARGETS: dict[str, list[Target]] = {"cpu": _table(IMAGENET), "cuda": _table(IMAGENET_GPU)}
+TARGETS: dict[str, list[Target]] = {"cpu": _table(IMAGENET) + _collate_table(), "cuda": _table(IMAGENET_GPU)}
 
 
 def _measured(rows: list[dict], case: str, provider: str) -> tuple[dict | None, str, str]:

@@ -208,3 +208,34 @@ def check_backward(inp, out: torch.Tensor, grad_h: torch.Tensor, perm, lam) -> d
     atol, rtol = tolerance(case.dtype, float(inp.grad.abs().max()))
     result["max_abs_err_grad"] = _compare("grad", grad_h, want, atol, rtol)
     return result
+
+
+# The collate workload's mixer: timm's FastCollateMixup settings of its DeiT-style recipes.
+COLLATE_MIX = dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, mode="elem")
+
+
+def check_collate(inp, collate_fn, seed: int = 1234) -> dict:
+    """A FastCollateMixup-style ``collate_fn(samples) -> (uint8 batch, targets)``
+    against the reference given the draws it makes: timm's, from numpy's
+    global RNG, which ``mixup_fused.FastCollateMixup.sample_params`` makes too."""
+    import numpy as np
+
+    from mixup_fused import FastCollateMixup
+    from mixup_fused.reference import collate_mix_reference, smooth_targets
+
+    c = inp.case
+    np.random.seed(seed)
+    got_x, got_y = collate_fn(inp.samples)
+    np.random.seed(seed)
+    draws = FastCollateMixup(num_classes=c.num_classes, label_smoothing=c.label_smoothing, **COLLATE_MIX)
+    params = draws.sample_params(c.batch, c.shape[-2:])
+    w_self, w_part = params.lam.float(), (1.0 - params.lam.double()).float()
+    images = [torch.from_numpy(im) for im, _ in inp.samples]
+    want_x = collate_mix_reference(images, params.perm, w_self, w_part, params.boxes, c.batch)
+    s = smooth_targets(inp.target.cpu(), c.num_classes, c.label_smoothing)
+    want_y = s * w_self.unsqueeze(1) + s[params.perm] * w_part.unsqueeze(1)
+    if not torch.equal(got_x, want_x):
+        raise VerificationError(f"collated images: {int((got_x != want_x).sum())} elements differ from the reference")
+    _compare("targets", got_y, want_y, 0.0, 0.0)
+    cut = 0 if params.boxes is None else int((params.boxes != -1).any(1).sum())
+    return {"exact": True, "cut_rows": cut}

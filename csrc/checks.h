@@ -26,7 +26,8 @@ void check_x(const at::Tensor& x, bool normalize);
 void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* name);
 // The values, checked and read once on the host.
 std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, bool involution);
-std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64);
+// Each value as the kernels compute with it (float32 unless ``f64``) must lie in [0, 1].
+std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64, const char* name = "lam");
 std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tensor>& boxes);
 // The class ids (empty for soft targets).
 std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& target, int64_t num_classes,

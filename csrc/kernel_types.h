@@ -64,13 +64,28 @@ struct PairArgs {
   bool cutmix;
 };
 
+// Collate-time mixing of uint8 samples (FastCollateMixup): output row i from
+// samples i and perm[i], rounded to uint8 as timm rounds (to nearest, ties to even).
+struct CollateArgs {
+  const uint8_t* const* samples;  // [B] pointers to contiguous [C, H, W] samples
+  uint8_t* out;                   // [rows, C, H, W]
+  int64_t C, H, W;
+  const int64_t* perm;
+  const float* w_self;  // per row: weight of the sample itself (blended rows)
+  const float* w_part;  // and of its partner
+  const Box* boxes;     // per row, or null: every row is blended
+  const bool* blend;    // per row: blended with the weights (not cut)
+};
+
 using MixRowsFn = void (*)(const MixArgs&, int64_t unit_begin, int64_t unit_end);
 using PairsFn = void (*)(const PairArgs&, int64_t unit_begin, int64_t unit_end);
+using CollateFn = void (*)(const CollateArgs&, int64_t unit_begin, int64_t unit_end);  // units: (row, channel)
 
 struct KernelTable {
   const char* name;
   MixRowsFn mix_rows[kNumIn][kNumOut];
   PairsFn pairs[kNumOut];
+  CollateFn collate;
 };
 
 // Work decomposition, shared by the host (unit counts) and the kernels.

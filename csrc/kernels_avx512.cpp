@@ -3,6 +3,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c,fma,popcnt")
 #define MIXUP_FAST_DIV 1
 #define MIXUP_MASKED_STORES 1
+#define MIXUP_WIDE_VECTORS 1
 #define MIXUP_ISA isa_avx512
 #define MIXUP_ISA_NAME "avx512"
 #include "loops.h"

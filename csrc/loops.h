@@ -289,6 +289,8 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
 
 #include "inplace_loops.h"  // (inside this namespace, as half.h)
 
+#include "collate_loops.h"  // (inside this namespace, as half.h)
+
 template <typename A, typename B>
 struct AccOf {
   using type = float;
@@ -326,6 +328,7 @@ const KernelTable kTable = {
     MIXUP_ISA_NAME,
     {MIXUP_ROW(float), MIXUP_ROW(double), MIXUP_ROW(f16), MIXUP_ROW(bf16), MIXUP_ROW(uint8_t)},
     {&pairs_entry<float>, &pairs_entry<double>, &pairs_entry<f16>, &pairs_entry<bf16>},
+    &collate_units,
 };
 
 #undef MIXUP_ROW

@@ -8,6 +8,7 @@ autograd, fake kernels for torch.compile, and a functional API.
 from . import reference, sampling
 from ._backend import BACKENDS
 from ._registration import HAS_CPP
+from .collate import FastCollateMixup
 from .functional import mix, mix_features, mix_targets
 from .loss import SoftTargetCrossEntropy, soft_target_cross_entropy
 from .mixup import Mixup
@@ -21,6 +22,7 @@ __all__ = [
     "HAS_CPP",
     "NO_BOX",
     "CutMix",
+    "FastCollateMixup",
     "MixUp",
     "Mixup",
     "SoftTargetCrossEntropy",

@@ -123,6 +123,13 @@ def check_args(
         _fail(ValueError, _INPLACE_NORMALIZE)
 
 
+def check_class_ids(target, num_classes: int, name: str = "target") -> None:
+    """Every id in ``[0, num_classes)``; the message names the first that is not (``name[i] = v``)."""
+    for i, v in enumerate(target.tolist()):
+        if not 0 <= v < num_classes:
+            _fail(ValueError, f"{name}[{i}] = {v} is not a class id in [0, num_classes = {num_classes})")
+
+
 def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, *, inplace=False):
     """Data-dependent checks; all conditions are reduced on the device and read
     back with a single synchronisation, then the first failure is explained."""
@@ -179,9 +186,7 @@ def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, 
         if not 0.0 <= v <= 1.0:
             _fail(ValueError, f"lam[{i}] = {v} must be in [0, 1]")
     if target.dtype not in FLOAT_DTYPES:
-        for i, v in enumerate(target.tolist()):
-            if not 0 <= v < num_classes:
-                _fail(ValueError, f"target[{i}] = {v} is not a class id in [0, num_classes = {num_classes})")
+        check_class_ids(target, num_classes)
     if boxes is not None:
         for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
             if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W) and (y0, y1, x0, x1) != (-1, -1, -1, -1):

@@ -34,6 +34,9 @@ SCHEMAS = {
         "float label_smoothing, bool check) -> Tensor"
     ),
     "mix_backward": "mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes) -> Tensor",
+    "collate_mix": (
+        "collate_mix(Tensor[] samples, Tensor perm, Tensor w_self, Tensor w_part, Tensor? boxes, int rows) -> Tensor"
+    ),
 }
 
 if not HAS_CPP:  # pragma: no cover
@@ -91,6 +94,13 @@ def _mix_inplace_fake(x, target, perm, lam, boxes, num_classes, label_smoothing,
 @torch.library.register_fake("mixup_fused::mix_backward")
 def _mix_backward_fake(grad, perm, lam, boxes):
     return empty_out_like(dense_rows(grad), grad.dtype)
+
+
+@torch.library.register_fake("mixup_fused::collate_mix")
+def _collate_mix_fake(samples, perm, w_self, w_part, boxes, rows):
+    torch._check(len(samples) > 0, lambda: "mixup_fused: samples must hold at least one sample")
+    torch._check(0 <= rows <= len(samples), lambda: f"mixup_fused: rows must be in [0, B = {len(samples)}], got {rows}")
+    return samples[0].new_empty((rows, *samples[0].shape))
 
 
 # ----------------------------------------------------------------------------

@@ -154,3 +154,26 @@ def mix_backward_reference(
         own = torch.where(mix_row, own, torch.where(inside, 0.0, g))
         other = torch.where(mix_row[inv], other, torch.where(inside[inv], g[inv], 0.0))
     return (own + other).to(grad.dtype)
+
+
+def collate_mix_reference(
+    samples: list[torch.Tensor],
+    perm: torch.Tensor,
+    w_self: torch.Tensor,
+    w_part: torch.Tensor,
+    boxes: torch.Tensor | None,
+    rows: int,
+) -> torch.Tensor:
+    """Collate-time mixing of uint8 ``[C, H, W]`` samples (``FastCollateMixup``):
+    row ``i < rows`` is ``rint(w_self[i] * x[i] + w_part[i] * x[perm[i]])`` in
+    float32 (ties to even, as timm rounds), or, for a row with a box other than
+    ``NO_BOX``, ``x[i]`` with ``x[perm[i]]`` inside the box. uint8 ``[rows, C, H, W]``."""
+    x = torch.stack(samples)
+    shape = (-1, 1, 1, 1)
+    xf = x.float()
+    blended = torch.round(xf * w_self.float().view(shape) + xf[perm] * w_part.float().view(shape)).clamp(0, 255)
+    out = blended.to(torch.uint8)
+    if boxes is not None:
+        cut = torch.where(box_mask(boxes, x.shape[2], x.shape[3]), x[perm], x)
+        out = torch.where(mixup_rows(boxes).view(shape), out, cut)
+    return out[:rows]

@@ -10,13 +10,19 @@ order), so the results match torchvision up to rounding.
 
 The pairing is a cycle, not an involution, so the images are mixed out of
 place, as torchvision does. Images are computed in float32 and rounded once;
-targets are float32 (or the dtype of 2-D floating labels). Pure tensors only:
-the first tensor in the input that is not the labels is the image batch.
+targets are float32 (or the dtype of 2-D floating labels). As in torchvision,
+every ``tv_tensors.Image`` and ``Video`` of the sample is mixed with the same
+draw and comes back as the same type (a video ``[B, T, C, H, W]`` with the
+same lam and box on every frame); without them, the first plain tensor other
+than the labels is the image batch; PIL images, bounding boxes, keypoints and
+masks are refused with torchvision's error. torchvision is never imported
+here: its types are recognised when the caller has imported it.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import sys
 from contextlib import suppress
 
 import torch
@@ -61,6 +67,68 @@ def _parse_labels_getter(labels_getter):
     raise ValueError(f"labels_getter should either be 'default' or a callable, but got {labels_getter!r}.")
 
 
+def _tv_tensors():
+    """torchvision's tv_tensors when the caller has imported torchvision (then
+    their inputs may hold them), else None: this module never imports it."""
+    return sys.modules.get("torchvision.tv_tensors")
+
+
+def _is_image_or_video(t, tv) -> bool:
+    return tv is not None and isinstance(t, (tv.Image, tv.Video))
+
+
+def _is_pure_tensor(t, tv) -> bool:
+    return isinstance(t, torch.Tensor) and (tv is None or not isinstance(t, tv.TVTensor))
+
+
+def _reject_unsupported(name: str, flat_inputs) -> None:
+    # torchvision's message and rule: no PIL images, bounding boxes, keypoints or masks.
+    tv = _tv_tensors()
+    pil = sys.modules.get("PIL.Image")
+    kinds = tuple(getattr(tv, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if tv is not None and hasattr(tv, n))
+    kinds += (pil.Image,) if pil is not None else ()
+    if kinds and any(isinstance(t, kinds) for t in flat_inputs):
+        raise ValueError(f"{name}() does not support PIL images, bounding boxes, keypoints and masks.")
+
+
+def _images_to_mix(flat_inputs, label_idx: int) -> list[int]:
+    """torchvision's rule: every ``tv_tensors.Image`` and ``Video``; without
+    any, the first pure tensor other than the labels."""
+    tv = _tv_tensors()
+    explicit = [i for i, t in enumerate(flat_inputs) if i != label_idx and _is_image_or_video(t, tv)]
+    if explicit:
+        return explicit
+    first = next((i for i, t in enumerate(flat_inputs) if i != label_idx and _is_pure_tensor(t, tv)), None)
+    return [] if first is None else [first]
+
+
+def _check_image_or_video(t: torch.Tensor, *, batch_size: int) -> None:
+    tv = _tv_tensors()
+    expected = 5 if tv is not None and isinstance(t, tv.Video) else 4
+    if t.ndim != expected:
+        raise ValueError(f"Expected a batched input with {expected} dims, but got {t.ndim} dimensions instead.")
+    if t.shape[0] != batch_size:
+        raise ValueError(
+            "The batch size of the image or video does not match the batch size of the labels: "
+            f"{t.shape[0]} != {batch_size}."
+        )
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A tv_tensor as a plain tensor; a video ``[B, T, C, H, W]`` as ``[B, T * C, H, W]``
+    (the same lam and box for every frame)."""
+    tv = _tv_tensors()
+    if tv is not None and isinstance(t, tv.TVTensor):
+        t = t.as_subclass(torch.Tensor)
+    return t.reshape(t.shape[0], -1, *t.shape[-2:]) if t.ndim == 5 else t
+
+
+def _wrap_like(mixed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    mixed = mixed.reshape(like.shape) if like.ndim == 5 else mixed
+    tv = _tv_tensors()
+    return tv.wrap(mixed, like=like) if _is_image_or_video(like, tv) else mixed
+
+
 class _BaseMixUpCutMix(torch.nn.Module):
     def __init__(
         self,
@@ -93,6 +161,7 @@ class _BaseMixUpCutMix(torch.nn.Module):
     def forward(self, *inputs):
         inputs = inputs if len(inputs) > 1 else inputs[0]
         flat_inputs, spec = tree_flatten(inputs)
+        _reject_unsupported(type(self).__name__, flat_inputs)
         labels = self._labels_getter(inputs)
         if not isinstance(labels, torch.Tensor):
             raise ValueError(f"The labels must be a tensor, but got {type(labels)} instead.")
@@ -109,20 +178,20 @@ class _BaseMixUpCutMix(torch.nn.Module):
         if labels.ndim == 1 and self.num_classes is None:
             raise ValueError("num_classes must be passed if the labels are index-based (1D)")
         label_idx = next(i for i, t in enumerate(flat_inputs) if t is labels)
-        image_idx = next((i for i, t in enumerate(flat_inputs) if isinstance(t, torch.Tensor) and i != label_idx), None)
-        if image_idx is None:
+        image_idx = _images_to_mix(flat_inputs, label_idx)
+        if not image_idx:
             raise TypeError("No image was found in the sample")
-        images = flat_inputs[image_idx]
-        if images.ndim != 4:
-            raise ValueError(f"Expected a batched input with 4 dims, but got {images.ndim} dimensions instead.")
-        if images.shape[0] != labels.shape[0]:
-            raise ValueError(
-                "The batch size of the image or video does not match the batch size of the labels: "
-                f"{images.shape[0]} != {labels.shape[0]}."
-            )
-        params = self.make_params(images)
+        for i in image_idx:
+            _check_image_or_video(flat_inputs[i], batch_size=labels.shape[0])
+        params = self.make_params(flat_inputs[image_idx[0]])
         flat_inputs = list(flat_inputs)
-        flat_inputs[image_idx], flat_inputs[label_idx] = self._mix(images, labels, params)
+        y = None
+        for i in image_idx:
+            image = flat_inputs[i]
+            mixed, y_i = self._mix(_plain(image), labels, params)
+            flat_inputs[i] = _wrap_like(mixed, image)
+            y = y_i if y is None else y
+        flat_inputs[label_idx] = y
         return tree_unflatten(flat_inputs, spec)
 
     def make_params(self, images: torch.Tensor) -> dict:

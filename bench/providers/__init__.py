@@ -17,7 +17,13 @@ from .base import Prepared, Provider, Skip
 __all__ = ["PROVIDERS", "TIMM_BASELINE", "Prepared", "Provider", "Skip", "availability", "providers_for"]
 
 # The timm provider of each workload: the "speed-up vs timm" column divides by it.
-TIMM_BASELINE = {"mixup": "timm_batch", "elem": "timm_elem", "cutmix": "timm_cutmix", "uint8": "timm_uint8"}
+TIMM_BASELINE = {
+    "mixup": "timm_batch",
+    "elem": "timm_elem",
+    "cutmix": "timm_cutmix",
+    "uint8": "timm_uint8",
+    "collate": "timm_collate",
+}
 
 MIX = ("mixup", "elem", "cutmix")
 IMG = ("mixup", "elem", "cutmix", "backward")
@@ -32,6 +38,14 @@ PROVIDERS: list[Provider] = [
         "convert",
         ("uint8",),
         baselines.roofline_convert,
+        roofline=True,
+    ),
+    Provider(
+        "roofline_collate",
+        "roofline: plain uint8 collate",
+        "collate",
+        ("collate",),
+        baselines.roofline_collate,
         roofline=True,
     ),
     Provider("reference", "mixup_fused reference", "copy", ("mixup",), baselines.reference, quick=False),
@@ -49,6 +63,7 @@ PROVIDERS: list[Provider] = [
     Provider("timm_pair", "timm Mixup pair", "inplace", ("elem",), theirs.timm_pair, quick=False),
     Provider("timm_cutmix", "timm Mixup cutmix", "inplace", ("cutmix",), theirs.timm_cutmix),
     Provider("timm_uint8", "timm path: float, normalise, Mixup, cast", "convert", ("uint8",), theirs.timm_uint8),
+    Provider("timm_collate", "timm FastCollateMixup", "collate", ("collate",), theirs.timm_collate),
     Provider("compile", "torch.compile(naive)", "copy", ("mixup", "elem"), theirs.compiled_naive, **COMPILED),
     Provider("compile", "torch.compile(naive)", "convert", ("uint8",), theirs.compiled_naive, **COMPILED),
     Provider("compile", "torch.compile(naive) (autograd)", "copy", ("backward",), theirs.compiled_naive, **COMPILED),
@@ -64,6 +79,7 @@ PROVIDERS: list[Provider] = [
     Provider("ours_Mixup_cutmix", "ours Mixup cutmix", "inplace", ("cutmix",), ours.ours_mixup_cutmix),
     Provider("ours_MixUp", "ours MixUp (torchvision-style)", "copy", ("mixup",), ours.ours_tv_mixup),
     Provider("ours_CutMix", "ours CutMix (torchvision-style)", "copy", ("cutmix",), ours.ours_tv_cutmix),
+    Provider("ours_FastCollateMixup", "ours FastCollateMixup", "collate", ("collate",), ours.ours_collate),
 ]
 
 
@@ -94,6 +110,6 @@ def availability() -> dict:
             out[name] = True
         except Skip as s:
             out[name] = str(s)
-    for name in ("Mixup", "MixUp", "CutMix", "mix_features", "sampling"):
+    for name in ("Mixup", "MixUp", "CutMix", "FastCollateMixup", "mix_features", "sampling"):
         out[f"mixup_fused.{name}"] = hasattr(mixup_fused, name)
     return out

@@ -35,6 +35,15 @@ def roofline_convert(inp: Inputs) -> Prepared:
     return Prepared(lambda: y.copy_(inp.x), lambda: {"roofline": f"y_{inp.case.out_dtype}.copy_(x_uint8)"})
 
 
+def roofline_collate(inp: Inputs) -> Prepared:
+    """A plain uint8 collate of the same samples (what a DataLoader does without mixing)."""
+
+    def fn():
+        return torch.stack([torch.from_numpy(im) for im, _ in inp.samples])
+
+    return Prepared(fn, lambda: {"roofline": "torch.stack(uint8 samples)"})
+
+
 def reference(inp: Inputs) -> Prepared:
     c = inp.case
     lam = inp.lam_vec if c.workload == "elem" else torch.full_like(inp.lam_vec, inp.lam)

@@ -8,7 +8,7 @@ import mixup_fused
 
 from .. import peers
 from ..cases import Inputs
-from ..verify import check_backward, check_mix, check_mix_inferred
+from ..verify import COLLATE_MIX, check_backward, check_collate, check_mix, check_mix_inferred
 from .base import Prepared, Skip, inferred_mixer, require_images, seed_everything
 
 
@@ -156,3 +156,10 @@ def ours_tv_mixup(inp: Inputs) -> Prepared:
 
 def ours_tv_cutmix(inp: Inputs) -> Prepared:
     return _tv_class(inp, "CutMix", cutmix=True)
+
+
+def ours_collate(inp: Inputs) -> Prepared:
+    """``mixup_fused.FastCollateMixup`` as the DataLoader's ``collate_fn``."""
+    c = inp.case
+    mixer = ours_attr("FastCollateMixup")(num_classes=c.num_classes, label_smoothing=c.label_smoothing, **COLLATE_MIX)
+    return Prepared(lambda: mixer(inp.samples), lambda: check_collate(inp, mixer))

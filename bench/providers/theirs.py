@@ -9,7 +9,7 @@ import torch
 
 from .. import peers
 from ..cases import Case, Inputs
-from ..verify import check_backward, check_mix, check_mix_inferred, check_targets
+from ..verify import COLLATE_MIX, check_backward, check_collate, check_mix, check_mix_inferred, check_targets
 from .base import Prepared, Skip, inferred_mixer, lam_tensor, mean_std_4d, require_images, seed_everything
 
 # ---------------------------------------------------------------------------
@@ -287,3 +287,11 @@ def kornia_cutmix(inp: Inputs) -> Prepared:
         warnings.simplefilter("ignore")
         aug = RandomCutMixV2(p=1.0, data_keys=["input", "class"])
     return _kornia(inp, aug, draws, "per-sample boxes, random pairing; targets as (label, label, weight) triples")
+
+
+def timm_collate(inp: Inputs) -> Prepared:
+    """timm's ``FastCollateMixup`` as the DataLoader's ``collate_fn``."""
+    c = inp.case
+    mixer = timm_module().FastCollateMixup(num_classes=c.num_classes, label_smoothing=c.label_smoothing, **COLLATE_MIX)
+    # (timm writes into the samples in its 'half' and 'pair' modes, not in 'elem': the samples are reused.)
+    return Prepared(lambda: mixer(inp.samples), lambda: check_collate(inp, mixer))

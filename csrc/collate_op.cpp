@@ -1,0 +1,70 @@
+// mixup_fused::collate_mix: builds a uint8 batch from a list of [C, H, W]
+// uint8 samples and mixes it in the same pass (FastCollateMixup). Output row
+// i < rows is sample i blended with sample perm[i] (weights w_self[i],
+// w_part[i], rounded to nearest, ties to even) or, where boxes[i] is not
+// NO_BOX, sample i with the partner's pixels inside the box.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <memory>
+#include <vector>
+
+#include "checks.h"
+#include "isa.h"
+#include "kernel_types.h"
+
+namespace mixup_fused {
+namespace {
+
+at::Tensor collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t, const at::Tensor& w_self_t,
+                           const at::Tensor& w_part_t, const c10::optional<at::Tensor>& boxes_t, int64_t rows) {
+  TORCH_CHECK_VALUE(!samples.empty(), "mixup_fused: samples must hold at least one sample");
+  const at::Tensor& first = samples[0];
+  const int64_t B = static_cast<int64_t>(samples.size());
+  for (int64_t i = 0; i < B; ++i) {
+    const at::Tensor& s = samples[i];
+    TORCH_CHECK_TYPE(s.scalar_type() == at::kByte, "mixup_fused: samples[", i, "] must be uint8, got ",
+                     s.scalar_type());
+    TORCH_CHECK_VALUE(s.device().is_cpu(), "mixup_fused: samples[", i, "] is on ", s.device(),
+                      "; collate-time mixing runs on CPU samples");
+    TORCH_CHECK_VALUE(s.dim() == 3, "mixup_fused: samples[", i, "] must have shape [C, H, W], got ", s.sizes());
+    TORCH_CHECK_VALUE(s.sizes() == first.sizes(), "mixup_fused: samples[", i, "] has shape ", s.sizes(),
+                      " but samples[0] has shape ", first.sizes(), "; a batch needs samples of one shape");
+  }
+  TORCH_CHECK_VALUE(rows >= 0 && rows <= B, "mixup_fused: rows must be in [0, B = ", B, "], got ", rows);
+  const int64_t C = first.size(0), H = first.size(1), W = first.size(2);
+  // The batch the rules are stated for, as a view: nothing is allocated.
+  const at::Tensor batch = first.unsqueeze(0).expand({B, C, H, W});
+  const auto perm = checked_perm(batch, perm_t, false);
+  const auto w_self = checked_lam(batch, w_self_t, false, "w_self");
+  const auto w_part = checked_lam(batch, w_part_t, false, "w_part");
+  const auto boxes = checked_boxes(batch, boxes_t);
+
+  std::vector<at::Tensor> dense(B);
+  std::vector<const uint8_t*> ptrs(B);
+  for (int64_t i = 0; i < B; ++i) {
+    dense[i] = samples[i].contiguous();
+    ptrs[i] = dense[i].const_data_ptr<uint8_t>();
+  }
+  std::vector<float> ws(B), wp(B);
+  std::unique_ptr<bool[]> blend(new bool[B > 0 ? B : 1]);
+  for (int64_t i = 0; i < B; ++i) {
+    ws[i] = static_cast<float>(w_self[i]);
+    wp[i] = static_cast<float>(w_part[i]);
+    blend[i] = boxes.empty() || is_no_box(boxes[i]);
+  }
+  at::Tensor out = at::empty({rows, C, H, W}, first.options());
+  const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), C, H, W, perm.data(), ws.data(), wp.data(),
+                         boxes.empty() ? nullptr : boxes.data(), blend.get()};
+  const CollateFn fn = active_table()->collate;
+  at::parallel_for(0, rows * C, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mixup_fused, CPU, m) { m.impl("collate_mix", &collate_mix_cpu); }
+
+}  // namespace mixup_fused

@@ -1,0 +1,123 @@
+"""``FastCollateMixup``: a drop-in replacement for ``timm.data.FastCollateMixup``.
+
+timm's default training path (its prefetching loader) mixes in the DataLoader
+workers: ``FastCollateMixup(**mixup_args)`` is the ``collate_fn``, it takes a
+list of ``(uint8 CHW image, label)`` samples and returns a uint8 batch and the
+mixed, smoothed targets. This one takes the same constructor arguments and
+samples, draws the same lam, boxes and pairing from numpy's global RNG, and
+returns the same uint8 batch and targets, bit for bit; the batch is gathered,
+mixed and rounded in one C++ call (``mixup_fused::collate_mix``).
+
+Differences from timm, on purpose: odd batch sizes work (the middle sample
+is paired with itself and kept), and the input samples are never written
+(timm's 'half' and 'pair' modes modify some of them in place).
+
+The better path, where the GPU is the bottleneck's far side: collate the raw
+uint8 batch, then normalise and mix it on the device in one pass with
+``Mixup(mean=..., std=..., out_dtype=torch.bfloat16)`` (and
+:class:`mixup_fused.loader.PrefetchLoader`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _checks
+from ._registration import CPP_IMPORT_ERROR, HAS_CPP
+from .mixup import Mixup
+from .reference import smooth_targets
+
+__all__ = ["FastCollateMixup"]
+
+
+def _as_uint8_chw(image, i: int) -> torch.Tensor:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"mixup_fused: batch[{i}] image must be uint8, got a {image.dtype} array")
+        image = torch.from_numpy(image)
+    elif not isinstance(image, torch.Tensor):
+        kind = type(image).__name__
+        raise TypeError(f"mixup_fused: batch[{i}] image must be a uint8 numpy array or tensor, got {kind}")
+    if image.dtype != torch.uint8:
+        raise TypeError(f"mixup_fused: batch[{i}] image must be uint8, got {image.dtype}")
+    if image.dim() != 3:
+        raise ValueError(f"mixup_fused: batch[{i}] image must have shape [C, H, W], got {list(image.shape)}")
+    return image
+
+
+def _labels(batch, num_classes: int, multi_label: bool) -> torch.Tensor:
+    labels = [b[1] for b in batch]
+    if multi_label:
+        target = torch.stack([torch.as_tensor(t) for t in labels]).float()
+        if target.dim() != 2 or target.shape[1] != num_classes:
+            raise ValueError(
+                f"mixup_fused: multi-label targets must have num_classes = {num_classes} values each, "
+                f"got a batch of shape {list(target.shape)}"
+            )
+        return target
+    target = torch.as_tensor([int(t) for t in labels], dtype=torch.int64)
+    _checks.check_class_ids(target, num_classes, name="the label of batch")
+    return target
+
+
+class FastCollateMixup(Mixup):
+    """Mixup / CutMix while collating uint8 samples (timm's ``FastCollateMixup``).
+
+    Constructor: :class:`mixup_fused.Mixup`'s (timm's arguments and defaults,
+    plus ``pairing``); the draws come from numpy's global RNG as in timm.
+
+    ``collate_fn(batch)``: ``batch`` is a list of ``(image, label)`` with
+    ``image`` a uint8 ``[C, H, W]`` numpy array or tensor and ``label`` a
+    class id (or, with ``multi_label``, a dense ``[K]`` row). Returns
+    ``(images, target)``: uint8 ``[n, C, H, W]`` and float32 ``[n, K]``, with
+    ``n = len(batch)`` or, in mode ``'half'``, ``ceil(len(batch) / 2)``.
+    """
+
+    def __init__(
+        self,
+        mixup_alpha: float = 1.0,
+        cutmix_alpha: float = 0.0,
+        cutmix_minmax=None,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        correct_lam: bool = True,
+        label_smoothing: float = 0.1,
+        num_classes: int = 1000,
+        multi_label: bool = False,
+        *,
+        pairing: str = "flip",
+    ):
+        super().__init__(mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, correct_lam,
+                         label_smoothing, num_classes, multi_label, pairing=pairing)  # fmt: skip
+
+    def __call__(self, batch, _=None):
+        if not HAS_CPP:
+            raise RuntimeError(f"mixup_fused: FastCollateMixup needs the C++ extension: {CPP_IMPORT_ERROR}")
+        if not isinstance(batch, (list, tuple)) or not batch:
+            raise ValueError("mixup_fused: batch must be a non-empty list of (image, label) samples")
+        images = [_as_uint8_chw(b[0], i) for i, b in enumerate(batch)]
+        for i, im in enumerate(images):
+            if im.shape != images[0].shape:
+                raise ValueError(
+                    f"mixup_fused: batch[{i}] image has shape {list(im.shape)} but batch[0] has "
+                    f"{list(images[0].shape)}; a batch needs images of one shape"
+                )
+        target = _labels(batch, self.num_classes, self.multi_label)
+        B = len(images)
+        rows = B - B // 2 if self.mode == "half" else B
+        if self.mixup_enabled:
+            params = self.sample_params(B, tuple(images[0].shape[-2:]))
+            perm, lam, boxes = params.perm, params.lam.double(), params.boxes
+        else:
+            perm, lam, boxes = torch.arange(B), torch.ones(B, dtype=torch.float64), None
+        # timm's weights: the float32 lam and 1 - lam rounded to float32 (from the float64 lam in batch mode).
+        w_self, w_part = lam.float(), (1.0 - lam).float()
+        out = torch.ops.mixup_fused.collate_mix(images, perm, w_self, w_part, boxes, rows)
+        if self.multi_label:
+            s = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        else:
+            s = smooth_targets(target, self.num_classes, self.label_smoothing)
+        y = s * w_self.unsqueeze(1) + s[perm] * w_part.unsqueeze(1)
+        return out, y[:rows]

@@ -1,0 +1,241 @@
+"""Collate-time mixing: ``mixup_fused.FastCollateMixup`` against timm's, the
+``collate_mix`` op against the reference, and its argument errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import poisoned_allocations
+
+from mixup_fused import FastCollateMixup
+from mixup_fused.reference import NO_BOX, collate_mix_reference
+
+CONFIGS = {
+    "mixup": dict(mixup_alpha=1.0),
+    "cutmix": dict(mixup_alpha=0.0, cutmix_alpha=1.0),
+    "switch": dict(mixup_alpha=0.8, cutmix_alpha=1.0),
+    "switch_prob": dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.6, switch_prob=0.3),
+    "minmax": dict(mixup_alpha=0.0, cutmix_minmax=(0.2, 0.8)),
+    "nocorrect": dict(mixup_alpha=0.5, cutmix_alpha=1.0, correct_lam=False),
+}
+
+
+@pytest.fixture(scope="module")
+def timm_collate():
+    from bench.peers import load_timm
+
+    try:
+        return load_timm("data/mixup.py").FastCollateMixup
+    except ImportError as err:
+        pytest.skip(str(err))
+
+
+def _samples(B, C, H, W, K, seed, as_numpy=True, multi_label=False):
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (C, H, W), dtype=np.uint8) for _ in range(B)]
+    if multi_label:
+        labels = [torch.from_numpy(rng.integers(0, 2, K).astype(np.float32)) for _ in range(B)]
+    else:
+        labels = [int(v) for v in rng.integers(0, K, B)]
+    return [(im if as_numpy else torch.from_numpy(im), lab) for im, lab in zip(images, labels, strict=True)]
+
+
+def _copy(batch):
+    return [(im.copy() if isinstance(im, np.ndarray) else im.clone(), lab) for im, lab in batch]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS.keys())
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+@pytest.mark.parametrize("as_numpy", [True, False], ids=["numpy", "tensor"])
+def test_same_batch_and_targets_as_timm_bit_for_bit(timm_collate, mode, cfg, as_numpy):
+    """Same numpy seed, same samples: the same uint8 batch and float32 targets, bit for bit."""
+    B, C, H, W, K = 10, 3, 12, 17, 7
+    for seed in range(8):
+        batch = _samples(B, C, H, W, K, seed, as_numpy)
+        np.random.seed(seed)
+        want_x, want_y = timm_collate(mode=mode, num_classes=K, label_smoothing=0.1, **CONFIGS[cfg])(_copy(batch))
+        np.random.seed(seed)
+        with poisoned_allocations():
+            got_x, got_y = FastCollateMixup(mode=mode, num_classes=K, label_smoothing=0.1, **CONFIGS[cfg])(batch)
+        assert got_x.dtype == torch.uint8 and got_y.dtype == torch.float32
+        assert torch.equal(got_x, want_x), f"images differ (seed {seed})"
+        assert torch.equal(got_y, want_y), f"targets differ (seed {seed})"
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_same_numpy_stream_as_timm(timm_collate, mode):
+    """After a call the global numpy RNG is where timm leaves it, so a training run's later draws agree too."""
+    batch = _samples(8, 3, 9, 9, 5, 1)
+    states = []
+    for cls in (timm_collate, FastCollateMixup):
+        np.random.seed(4)
+        cls(mode=mode, num_classes=5, mixup_alpha=0.8, cutmix_alpha=1.0)(_copy(batch))
+        states.append(np.random.get_state()[1].copy())
+    assert np.array_equal(*states)
+
+
+def test_multi_label_like_timm(timm_collate):
+    B, K = 8, 6
+    batch = _samples(B, 3, 8, 8, K, 2, multi_label=True)
+    for mode in ("batch", "elem", "pair", "half"):
+        np.random.seed(5)
+        want = timm_collate(mode=mode, num_classes=K, multi_label=True, cutmix_alpha=1.0)(_copy(batch))
+        np.random.seed(5)
+        got = FastCollateMixup(mode=mode, num_classes=K, multi_label=True, cutmix_alpha=1.0)(batch)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), mode
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_inputs_are_not_written(mode):
+    """timm's 'half' and 'pair' modes write into the samples; ours never does."""
+    batch = _samples(8, 3, 10, 10, 4, 3, as_numpy=False)
+    before = [im.clone() for im, _ in batch]
+    np.random.seed(0)
+    FastCollateMixup(mode=mode, num_classes=4, cutmix_alpha=1.0, mixup_alpha=0.5)(batch)
+    assert all(torch.equal(a, im) for a, (im, _) in zip(before, batch, strict=True))
+
+
+@pytest.mark.parametrize("B", [1, 3, 7])
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_odd_batches_keep_the_middle_sample(mode, B):
+    """timm asserts an even batch; an odd one pairs its middle sample with itself and keeps it."""
+    batch = _samples(B, 2, 6, 5, 3, B)
+    np.random.seed(1)
+    m = FastCollateMixup(mode=mode, num_classes=3, label_smoothing=0.0, cutmix_alpha=1.0)
+    x, y = m(batch)
+    rows = B - B // 2 if mode == "half" else B
+    assert x.shape == (rows, 2, 6, 5) and y.shape == (rows, 3)
+    mid = B // 2
+    if mid < rows:
+        assert torch.equal(x[mid], torch.from_numpy(batch[mid][0]))
+        assert torch.equal(y[mid], torch.nn.functional.one_hot(torch.tensor(batch[mid][1]), 3).float())
+
+
+def test_mixing_disabled_collates_plainly():
+    batch = _samples(6, 3, 4, 4, 5, 0)
+    m = FastCollateMixup(num_classes=5, label_smoothing=0.0)
+    m.mixup_enabled = False
+    x, y = m(batch)
+    assert torch.equal(x, torch.stack([torch.from_numpy(im) for im, _ in batch]))
+    assert torch.equal(y.argmax(1), torch.tensor([lab for _, lab in batch]))
+
+
+# ----------------------------------------------------------------------------
+# The op against the reference
+# ----------------------------------------------------------------------------
+
+
+def _op_inputs(B, C, H, W, seed, with_boxes):
+    g = torch.Generator().manual_seed(seed)
+    samples = [torch.randint(0, 256, (C, H, W), generator=g, dtype=torch.uint8) for _ in range(B)]
+    perm = torch.randperm(B, generator=g)
+    lam = torch.rand(B, generator=g, dtype=torch.float64)
+    lam[: B // 3] = torch.tensor([0.0, 1.0, 0.5])[: B // 3]
+    boxes = None
+    if with_boxes:
+        rows = []
+        for i in range(B):
+            kind = i % 4
+            if kind == 0:
+                rows.append(NO_BOX)
+            elif kind == 1:
+                rows.append((0, 0, 0, 0))
+            else:
+                y0, y1 = sorted(torch.randint(0, H + 1, (2,), generator=g).tolist())
+                x0, x1 = sorted(torch.randint(0, W + 1, (2,), generator=g).tolist())
+                rows.append((y0, y1, x0, x1))
+        boxes = torch.tensor(rows, dtype=torch.int64)
+    return samples, perm, lam.float(), (1.0 - lam).float(), boxes
+
+
+@pytest.mark.parametrize("with_boxes", [False, True], ids=["blend", "cut"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 7, 9), (8, 3, 31, 67), (3, 4, 2, 1031)])
+def test_collate_mix_matches_reference(shape, with_boxes):
+    B, C, H, W = shape
+    for seed in range(3):
+        samples, perm, ws, wp, boxes = _op_inputs(B, C, H, W, seed, with_boxes)
+        for rows in sorted({B, B - B // 2, 0}):
+            with poisoned_allocations():
+                got = torch.ops.mixup_fused.collate_mix(samples, perm, ws, wp, boxes, rows)
+            assert torch.equal(got, collate_mix_reference(samples, perm, ws, wp, boxes, rows))
+
+
+def test_collate_mix_rounds_ties_to_even():
+    """Exact halves round to the even neighbour, as numpy's rint and torch.round."""
+    values = torch.arange(256, dtype=torch.uint8).view(1, 16, 16)
+    partner = torch.flip(values, [2])
+    samples = [values, partner]
+    perm = torch.tensor([1, 0])
+    half = torch.full((2,), 0.5)
+    got = torch.ops.mixup_fused.collate_mix(samples, perm, half, half, None, 2)
+    want = torch.round(values.float() * 0.5 + partner.float() * 0.5).to(torch.uint8)
+    assert torch.equal(got[0], want)
+    assert (values.float() * 0.5 + partner.float() * 0.5).frac().eq(0.5).any()  # ties occur
+
+
+def test_opcheck_collate_mix():
+    samples, perm, ws, wp, boxes = _op_inputs(6, 3, 5, 7, 0, True)
+    torch.library.opcheck(torch.ops.mixup_fused.collate_mix.default, (samples, perm, ws, wp, boxes, 4))
+
+
+# ----------------------------------------------------------------------------
+# Bad input: a clear error naming the argument, never a wrong batch
+# ----------------------------------------------------------------------------
+
+
+def _bad(batch, match, exc=ValueError, **kwargs):
+    m = FastCollateMixup(num_classes=5, **kwargs)
+    with pytest.raises(exc, match=match):
+        m(batch)
+
+
+def test_collate_errors_name_the_argument():
+    good = _samples(4, 3, 6, 6, 5, 0)
+    _bad([], "batch must be a non-empty list")
+    _bad([(im, 7 if i == 2 else lab) for i, (im, lab) in enumerate(good)], r"label of batch\[2\] = 7 is not a class id")
+    _bad([(im, -1 if i == 1 else lab) for i, (im, lab) in enumerate(good)], r"label of batch\[1\] = -1")
+    odd_shape = list(good)
+    odd_shape[3] = (np.zeros((3, 6, 5), dtype=np.uint8), 0)
+    _bad(odd_shape, r"batch\[3\] image has shape \[3, 6, 5\] but batch\[0\] has \[3, 6, 6\]")
+    floats = list(good)
+    floats[1] = (good[1][0].astype(np.float32), 0)
+    _bad(floats, r"batch\[1\] image must be uint8, got a float32 array", TypeError)
+    tensor_f = list(good)
+    tensor_f[0] = (torch.zeros(3, 6, 6), 0)
+    _bad(tensor_f, r"batch\[0\] image must be uint8", TypeError)
+    hwc = [(np.zeros((6, 6), dtype=np.uint8), 0)] * 4
+    _bad(hwc, r"batch\[0\] image must have shape \[C, H, W\]")
+    _bad([("not an image", 0)] * 2, r"batch\[0\] image must be a uint8 numpy array or tensor", TypeError)
+    with pytest.raises(ValueError, match="multi-label targets must have num_classes = 5"):
+        FastCollateMixup(num_classes=5, multi_label=True)([(good[0][0], torch.ones(4))] * 2)
+
+
+def test_collate_mix_op_errors_name_the_argument():
+    samples, perm, ws, wp, boxes = _op_inputs(4, 3, 5, 5, 0, True)
+    op = torch.ops.mixup_fused.collate_mix
+    cases = [
+        (([], perm, ws, wp, None, 0), "samples must hold at least one sample"),
+        ((samples[:3] + [samples[0].float()], perm, ws, wp, None, 4), r"samples\[3\] must be uint8"),
+        ((samples[:3] + [samples[0][:, :4]], perm, ws, wp, None, 4), r"samples\[3\] has shape"),
+        ((samples, perm, ws, wp, None, 5), r"rows must be in \[0, B = 4\]"),
+        ((samples, torch.tensor([0, 0, 1, 2]), ws, wp, None, 4), "perm is not a permutation"),
+        ((samples, perm, ws + 2, wp, None, 4), r"w_self\[0\] = .* must be in \[0, 1\]"),
+        ((samples, perm, ws, wp[:3], None, 4), r"w_part must have shape \[B\] = \[4\]"),
+        ((samples, perm, ws, wp, boxes[:, :3], 4), r"boxes must have shape \[B, 4\]"),
+        ((samples, perm, ws, wp, torch.tensor([[0, 9, 0, 1]] * 4), 4), r"boxes\[0\] = \(0, 9, 0, 1\) must satisfy"),
+    ]
+    for args, match in cases:
+        with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
+            op(*args)
+
+
+def test_constructor_follows_mixup_rules():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        FastCollateMixup(mode="pairs")
+    with pytest.raises(ValueError, match="num_classes must be an int"):
+        FastCollateMixup(num_classes=0)
+    for mode, cfg in itertools.product(["batch", "elem"], CONFIGS.values()):
+        assert FastCollateMixup(mode=mode, **cfg).mode == mode
