@@ -90,6 +90,7 @@ ROOF_STYLE = {
     "copy": ("-", "copy roofline"),
     "inplace": ("--", "in-place roofline"),
     "convert": (":", "uint8->float copy"),
+    "collate": ("-.", "plain uint8 collate"),
 }
 
 

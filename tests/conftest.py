@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers for the mixup_fused test suite.
+"""Shared helpers for the mixup_fused test suite.
 
 Without a GPU the Triton kernels run under the Triton interpreter on CPU
 tensors. ``TRITON_INTERPRET`` is read when ``triton.jit`` decorates a kernel,
@@ -6,18 +6,30 @@ so it is set here, before anything imports triton (``import torch`` does not).
 On a CUDA machine the real kernels run instead.
 
 Helpers are imported by the test modules (``from conftest import ...``):
-``poison`` for preallocated outputs, ``assert_matches`` with the explicit
-per-dtype tolerance rows, and small input builders.
+``devices_and_backends`` (what a test runs on), ``poison`` for preallocated
+outputs, ``assert_matches`` with the explicit per-dtype tolerance rows, small
+input builders, and ``timm_module`` (the peer, from ``bench.peers``).
+
+A test that takes ``backend`` runs on every backend that accepts CPU tensors
+here; one that takes ``device`` and ``backend`` runs on every pair of
+``devices_and_backends()`` (the CUDA pairs are marked ``gpu``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import zlib
 
 import pytest
 import torch
+
+# The repository root, for ``bench.peers`` (the peers the benchmark times are
+# the ones the tests compare against), also when pytest runs as ``pytest``.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
@@ -36,10 +48,10 @@ except ImportError:  # pragma: no cover - triton is a test dependency
 TRITON_ON_CPU = HAS_TRITON and not HAS_CUDA
 
 # Backends that accept CPU tensors on this machine, in the order tests list them
-# (the ``backend`` parameter of the tests), and those that accept CUDA tensors.
+# (the ``backend`` parameter of the tests), and those that accept CUDA tensors
+# (listed without a CUDA device too: their cases are collected and skipped).
 CPU_BACKENDS = [b for b, ok in (("cpp", mixup_fused.HAS_CPP), ("triton", TRITON_ON_CPU), ("reference", True)) if ok]
-CUDA_BACKENDS = ["triton", "reference"] if HAS_CUDA and HAS_TRITON else (["reference"] if HAS_CUDA else [])
-BACKENDS = {"cpu": CPU_BACKENDS, "cuda": CUDA_BACKENDS}
+CUDA_BACKENDS = ["triton", "reference"] if HAS_TRITON or not HAS_CUDA else ["reference"]
 
 # Explicit tolerance per storage dtype: (dtype, atol, rtol), plus the largest
 # distance in units in the last place. Every backend computes in float32
@@ -64,19 +76,47 @@ _BITS = {
 }
 
 
-def load_timm_by_path(name: str, relpath: str):
-    """A module of timm (installed with --no-deps), loaded from its file:
-    ``import timm`` would pull torchvision, which cannot be installed here."""
-    import importlib.util
+def devices_and_backends():
+    """``(device, backend)`` parameters, like torchvision's ``cpu_and_cuda()``:
+    the backends that take CPU tensors here, then those that take CUDA tensors
+    (marked ``gpu``: skipped without a CUDA device)."""
+    params = [pytest.param("cpu", b, id=f"cpu-{b}") for b in CPU_BACKENDS]
+    params += [pytest.param("cuda", b, id=f"cuda-{b}", marks=pytest.mark.gpu) for b in CUDA_BACKENDS]
+    return params
 
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("timm is not installed (make setup installs it with --no-deps)")
-    path = os.path.join(spec.submodule_search_locations[0], relpath)
-    mod_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
+
+def cpu_and_cuda():
+    """``device`` parameters: cpu, and cuda (marked ``gpu``)."""
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def timm_module(relpath: str):
+    """``timm/<relpath>`` as ``bench.peers.load_timm`` loads it; skips the test without timm."""
+    from bench.peers import load_timm
+
+    try:
+        return load_timm(relpath)
+    except ImportError as err:
+        pytest.skip(str(err))
+
+
+# Mixup / timm Mixup settings by name: every way of choosing between Mixup and CutMix.
+MIXUP_CONFIGS = {
+    "mixup": dict(mixup_alpha=1.0),
+    "cutmix": dict(mixup_alpha=0.0, cutmix_alpha=1.0),
+    "switch": dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5),
+    "switch_prob": dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.6, switch_prob=0.3),
+    "prob": dict(mixup_alpha=1.0, prob=0.4),
+    "minmax": dict(mixup_alpha=0.0, cutmix_minmax=(0.2, 0.8)),
+    "switch_minmax": dict(mixup_alpha=0.5, cutmix_minmax=(0.3, 0.9), switch_prob=0.6),
+    "cutmix_nocorrect": dict(mixup_alpha=0.0, cutmix_alpha=0.5, correct_lam=False),
+    "switch_nocorrect": dict(mixup_alpha=0.4, cutmix_alpha=2.0, correct_lam=False, switch_prob=0.7),
+}
+
+# timm's IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD in 0..255 units: the
+# normalisation of uint8 batches.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -101,6 +141,19 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ordered(a) - ordered(b)).abs()
 
 
+def ulp(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One ulp of ``dtype`` (float32 or bfloat16) at magnitude ``|v|``, in float64."""
+    bits = {torch.float32: 24, torch.bfloat16: 8}[dtype]
+    mag = v.abs().double().clamp_min(torch.finfo(dtype).tiny)
+    return torch.exp2(torch.floor(torch.log2(mag)) - (bits - 1))
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of ``t`` in a new flat uint8 tensor: equal bits means equal
+    values, -0.0 and NaN payloads included."""
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t.detach()).reshape(-1).view(torch.uint8)
+
+
 def assert_matches(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch.dtype | None = None, what=""):
     """Element by element comparison with the tolerance row of the storage dtype.
 
@@ -119,6 +172,18 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch
     if ok.any():
         worst = int(ulp_distance(actual[ok], expected[ok]).max())
         assert worst <= MAX_ULPS[dtype], f"{what}: {worst} ulps apart (allowed {MAX_ULPS[dtype]}) in {dtype}"
+
+
+def assert_cpu_agrees(out, y, x, target, perm, lam, **kw):
+    """On CUDA tensors: the C++ kernel on the same inputs moved to the CPU
+    gives the same result (a no-op for CPU tensors or without the C++ build)."""
+    if not x.is_cuda or not mixup_fused.HAS_CPP:
+        return
+    cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    lam_cpu = lam.cpu() if isinstance(lam, torch.Tensor) else lam
+    out_c, y_c = mixup_fused.mix(x.cpu(), target.cpu(), perm.cpu(), lam_cpu, backend="cpp", **cpu)
+    assert_matches(out.cpu(), out_c, what="cuda vs cpp images")
+    assert_matches(y.cpu(), y_c, what="cuda vs cpp targets")
 
 
 def poison(t: torch.Tensor) -> torch.Tensor:
@@ -202,6 +267,11 @@ def random_lam(B, gen, device="cpu", dtype=torch.float32) -> torch.Tensor:
     return torch.rand(B, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
+def small_batch():
+    """``(x [4, 3, 5, 5], class ids 0..3, the involution (0 1)(2 3))`` from torch's global RNG."""
+    return torch.randn(4, 3, 5, 5), torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 3, 2])
+
+
 def edge_boxes(B, H, W, gen, device="cpu") -> torch.Tensor:
     """int64 ``[B, 4]`` boxes ``(y0, y1, x0, x1)``: the full image, empty boxes
     (y0 == y1 and x0 == x1), boxes on each edge and corner, then random ones."""
@@ -251,10 +321,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _backend_bugs(metafunc):
+    bugs = {}
+    for m in metafunc.definition.iter_markers("backend_bug"):
+        for b in m.args:
+            bugs[b] = pytest.mark.xfail(strict=True, reason=m.kwargs["reason"], raises=m.kwargs.get("raises"))
+    return bugs
+
+
 def pytest_generate_tests(metafunc):
-    """``backend`` parametrises over the backends that take CPU tensors here;
-    ``@pytest.mark.backend_bug("triton", reason=...)`` turns those cases into
-    strict xfails (they must fail until the reported bug is fixed)."""
+    """A test that takes ``backend`` runs on every backend that takes CPU
+    tensors here; one that takes ``device`` and ``backend`` on every pair of
+    ``devices_and_backends()``. ``@pytest.mark.backend_bug("triton",
+    reason=...)`` turns those cases into strict xfails (they must fail until
+    the reported bug is fixed). Explicit parametrisation wins."""
     if "backend" not in metafunc.fixturenames:
         return
     for m in metafunc.definition.iter_markers("parametrize"):
@@ -262,8 +342,13 @@ def pytest_generate_tests(metafunc):
         names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
         if "backend" in names:
             return
-    bugs = {}
-    for m in metafunc.definition.iter_markers("backend_bug"):
-        for b in m.args:
-            bugs[b] = pytest.mark.xfail(strict=True, reason=m.kwargs["reason"], raises=m.kwargs.get("raises"))
+    bugs = _backend_bugs(metafunc)
+    if "device" in metafunc.fixturenames:
+        params = []
+        for p in devices_and_backends():
+            _, backend = p.values
+            marks = list(p.marks) + ([bugs[backend]] if backend in bugs else [])
+            params.append(pytest.param(*p.values, marks=marks, id=p.id))
+        metafunc.parametrize("device, backend", params)
+        return
     metafunc.parametrize("backend", [pytest.param(b, marks=bugs[b]) if b in bugs else b for b in CPU_BACKENDS])

@@ -1,20 +1,66 @@
-"""Bad input raises a clear error that names the argument, on every backend:
-TypeError for a wrong type or dtype, ValueError for a wrong shape, value or
-device. A call that raises changes nothing: every input, and ``x`` of an
-in-place call in particular, is bitwise unchanged afterwards."""
+"""Bad input to ``mix`` and the registered ops raises a clear error that names
+the argument, on every backend: TypeError for a wrong type or dtype,
+ValueError for a wrong shape, value or device. A call that raises changes
+nothing: every input, and ``x`` of an in-place call in particular, is bitwise
+unchanged afterwards (``assert_refused``, the one check for all of them).
+
+The other entry points' argument errors are in test_errors_entry_points.py.
+"""
 
 from __future__ import annotations
 
 import math
+import zlib
 
 import pytest
 import torch
-from conftest import CPU_BACKENDS, class_ids, randn, random_lam, soft_targets
+from conftest import (
+    CPU_BACKENDS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    bits,
+    class_ids,
+    randn,
+    random_lam,
+    small_batch,
+    soft_targets,
+)
 
 import mixup_fused
+from mixup_fused.reference import NO_BOX
 
 B, C, H, W, K = 5, 3, 6, 7, 6
 META = torch.device("meta")
+OPS = torch.ops.mixup_fused
+
+
+# ----------------------------------------------------------------------------
+# The check: the call raises exactly ``exc``, names the argument, and leaves
+# every tensor input bitwise as it was
+# ----------------------------------------------------------------------------
+
+
+def assert_refused(call, exc, match, inputs: dict):
+    """``call()`` raises exactly ``exc`` with a message that starts with
+    "mixup_fused" and matches ``match``; every tensor in ``inputs`` (name ->
+    value; meta tensors hold no data) keeps its bits and strides."""
+    snap = {
+        name: (v, v.stride(), bits(v))
+        for name, v in inputs.items()
+        if isinstance(v, torch.Tensor) and v.device.type != "meta"
+    }
+    with pytest.raises(exc, match=match) as info:
+        call()
+    assert info.type is exc, f"raised {info.type.__name__}, expected exactly {exc.__name__}: {info.value}"
+    assert str(info.value).startswith("mixup_fused"), f"message does not say where it comes from: {info.value}"
+    for name, (t, strides, before) in snap.items():
+        assert t.stride() == strides, f"{name} changed strides"
+        assert torch.equal(bits(t), before), f"{name} was modified by a call that raised"
+
+
+# ----------------------------------------------------------------------------
+# One bad argument at a time, out of place and in place
+# ----------------------------------------------------------------------------
 
 
 def _base(gen):
@@ -209,33 +255,13 @@ def _params(cases):
             yield pytest.param(b, change, exc, match, marks=marks, id=f"{b}-{cid}")
 
 
-def _snapshot(a):
-    """Bitwise copies of every CPU tensor input (meta tensors hold no data)."""
-    snap = {}
-    for k, v in list(a.items()) + [("kw." + k, v) for k, v in a["kw"].items()]:
-        if isinstance(v, torch.Tensor) and v.device.type != "meta":
-            snap[k] = (v, v.detach().clone(memory_format=torch.preserve_format))
-    return snap
-
-
-def _bits(t):
-    t = t.detach().contiguous().reshape(-1)
-    return t.view(torch.uint8) if t.is_floating_point() else t
-
-
-def _assert_unchanged(snap):
-    for name, (t, before) in snap.items():
-        assert t.stride() == before.stride(), f"{name} changed strides"
-        assert torch.equal(_bits(t), _bits(before)), f"{name} was modified by a call that raised"
-
-
 def _raises(backend, a, exc, match, inplace):
-    snap = _snapshot(a)
-    with pytest.raises(exc, match=match) as info:
+    inputs = {k: v for k, v in a.items() if k != "kw"} | {"kw." + k: v for k, v in a["kw"].items()}
+
+    def call():
         mixup_fused.mix(a["x"], a["target"], a["perm"], a["lam"], backend=backend, inplace=inplace, **a["kw"])
-    assert info.type is exc, f"raised {info.type.__name__}, expected exactly {exc.__name__}: {info.value}"
-    assert str(info.value).startswith("mixup_fused"), f"message does not say where it comes from: {info.value}"
-    _assert_unchanged(snap)
+
+    assert_refused(call, exc, match, inputs)
 
 
 @pytest.mark.parametrize("backend, change, exc, match", list(_params(CASES)))
@@ -276,6 +302,109 @@ def test_inplace_errors_also_with_channels_last_and_noncontiguous_x(backend, gen
         for perm, lam in ((torch.tensor([1, 2, 3, 4, 0]), 0.5), (torch.arange(B).flip(0), torch.full((B,), 2.0))):
             a = dict(x=x, target=class_ids(B, K, gen), perm=perm, lam=lam, kw=dict(num_classes=K))
             _raises(backend, a, ValueError, r"\bperm\b|\blam\b", inplace=True)
+
+
+# ----------------------------------------------------------------------------
+# In place on every layout: each case is one edit of a valid in-place CutMix
+# call, on contiguous, channels_last and non-dense x (the kernels mix a dense
+# copy of a non-dense x and write it back); the unedited call then works
+# ----------------------------------------------------------------------------
+
+INVOLUTION = [1, 0, 3, 2, 4]
+GOOD_BOXES = [(0, H, 0, W), NO_BOX, (1, 3, 2, 6), (0, 0, 0, 0), (4, H, 6, W)]
+
+
+def _good_inplace_call():
+    return dict(
+        target=torch.tensor([0, 1, 2, 3, K - 1]),
+        perm=torch.tensor(INVOLUTION),
+        lam=0.4,
+        num_classes=K,
+        label_smoothing=0.1,
+        boxes=torch.tensor(GOOD_BOXES),
+    )
+
+
+def _at(i, v):
+    def edit(t):
+        t = t.clone()
+        t[i] = v
+        return t
+
+    return edit
+
+
+# (name, error type, regex the message must match, edits to the valid call's arguments)
+LAYOUT_CASES = [
+    ("perm_not_involution", ValueError, "involution", dict(perm=torch.tensor([1, 2, 0, 4, 3]))),
+    ("perm_out_of_range_last", ValueError, "perm", dict(perm=_at(-1, B))),
+    ("perm_negative", ValueError, "perm", dict(perm=_at(0, -1))),
+    ("perm_repeated", ValueError, "perm", dict(perm=_at(-1, 0))),
+    ("perm_short", ValueError, "perm", dict(perm=torch.tensor(INVOLUTION[:-1]))),
+    ("perm_float", TypeError, "perm", dict(perm=torch.tensor(INVOLUTION, dtype=torch.float32))),
+    ("class_id_too_big_last", ValueError, "target", dict(target=_at(-1, K))),
+    ("class_id_negative", ValueError, "target", dict(target=_at(2, -1))),
+    ("target_bool", TypeError, "target", dict(target=torch.ones(B, dtype=torch.bool))),
+    ("soft_target_wrong_width", ValueError, "target", dict(target=torch.full((B, K + 1), 0.1))),
+    ("target_short", ValueError, "target", dict(target=torch.arange(B - 1))),
+    ("lam_above_one", ValueError, "lam", dict(lam=1.5)),
+    ("lam_negative", ValueError, "lam", dict(lam=-0.1)),
+    ("lam_nan", ValueError, "lam", dict(lam=math.nan)),
+    ("lam_tensor_nan_last", ValueError, "lam", dict(lam=torch.tensor([0.5] * (B - 1) + [math.nan]))),
+    ("lam_tensor_short", ValueError, "lam", dict(lam=torch.full((B - 1,), 0.5))),
+    ("lam_string", TypeError, "lam", dict(lam="0.5")),
+    ("box_past_the_image_last", ValueError, "boxes", dict(boxes=_at(-1, torch.tensor([0, H + 1, 0, 1])))),
+    ("box_reversed", ValueError, "boxes", dict(boxes=_at(2, torch.tensor([3, 1, 0, 1])))),
+    ("box_partly_no_box", ValueError, "boxes", dict(boxes=_at(1, torch.tensor([-1, -1, 0, 1])))),
+    ("boxes_float", TypeError, "boxes", dict(boxes=lambda b: b.float())),
+    ("boxes_wrong_shape", ValueError, "boxes", dict(boxes=lambda b: b[:, :3])),
+    ("num_classes_zero", ValueError, "num_classes", dict(num_classes=0)),
+    ("label_smoothing_above_one", ValueError, "label_smoothing", dict(label_smoothing=1.5)),
+    ("label_smoothing_nan", ValueError, "label_smoothing", dict(label_smoothing=math.nan)),
+    ("target_on_meta", ValueError, "target", dict(target=lambda t: t.to("meta"))),
+    ("perm_on_meta", ValueError, "perm", dict(perm=lambda t: t.to("meta"))),
+    ("out_dtype_differs", ValueError, "out_dtype", dict(out_dtype=torch.float64)),
+    ("mean_std_given", ValueError, "mean", dict(mean=[0.5] * C, std=[0.2] * C)),
+    ("backend_unknown", ValueError, "backend", dict(backend="cuda")),
+]
+
+
+def _x_in_layout(layout, dtype, g):
+    if layout == "transposed":  # not dense
+        return torch.randn(B, C, W, H, generator=g).to(dtype).transpose(2, 3)
+    x = torch.randn(B, C, H, W, generator=g).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+@pytest.mark.parametrize("name, err, word, edits", LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
+def test_bad_inplace_call_on_any_layout_leaves_x_unchanged(backend, layout, name, err, word, edits):
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    x = _x_in_layout(layout, torch.bfloat16 if len(name) % 2 else torch.float32, g)
+    before = bits(x)
+    args = dict(_good_inplace_call(), backend=backend)
+    for k, v in edits.items():
+        args[k] = v(args[k]) if callable(v) else v
+    assert_refused(lambda: mixup_fused.mix(x, inplace=True, **args), err, word, dict(args, x=x))
+    # The same call with the valid arguments works (the case is invalid only by its edit).
+    mixup_fused.mix(x, inplace=True, **dict(_good_inplace_call(), backend=backend))
+    assert not torch.equal(bits(x), before)
+
+
+def test_inplace_on_x_that_requires_grad_leaves_it_untouched(backend):
+    x = torch.randn(B, C, H, W, requires_grad=True)
+    args = dict(_good_inplace_call(), backend=backend)
+    assert_refused(lambda: mixup_fused.mix(x, inplace=True, **args), ValueError, "requires grad", dict(args, x=x))
+
+
+@pytest.mark.filterwarnings("ignore:.*an autograd kernel was not registered:UserWarning")
+def test_inplace_op_on_x_requiring_grad_is_refused(gen):
+    """The registered ``mix_`` refuses x that requires grad (its gradient would be wrong)."""
+    leaf = randn((4, 5), torch.float32, gen).requires_grad_()
+    perm, lam, target = torch.tensor([1, 0, 3, 2]), random_lam(4, gen), class_ids(4, 3, gen)
+    x = leaf.clone()
+    call = lambda: OPS.mix_(x, target, perm, lam, None, 3, 0.0, True)
+    assert_refused(call, ValueError, "requires grad", dict(x=x, target=target, perm=perm, lam=lam))
 
 
 # ----------------------------------------------------------------------------
@@ -322,33 +451,25 @@ def test_triton_backend_on_non_cuda_tensors():
 def test_cuda_x_with_cpu_argument(name, gen):
     a = _base(gen)
     args = dict(
-        x=a["x"].cuda(),
         target=a["target"].cuda(),
         perm=a["perm"].cuda(),
         lam=a["lam"].cuda(),
         boxes=torch.zeros(B, 4, dtype=torch.int64, device="cuda"),
     )
+    x = a["x"].cuda()
     args[name] = args[name].cpu()
-    before = args["x"].clone()
     for inplace in (False, True):
-        with pytest.raises(ValueError, match=rf"\b{name}\b"):
-            mixup_fused.mix(
-                args["x"],
-                args["target"],
-                args["perm"],
-                args["lam"],
-                num_classes=K,
-                boxes=args["boxes"],
-                inplace=inplace,
-            )
-    assert torch.equal(args["x"], before)
+
+        def call(inplace=inplace):
+            mixup_fused.mix(x, num_classes=K, inplace=inplace, **args)
+
+        assert_refused(call, ValueError, rf"\b{name}\b", dict(args, x=x))
 
 
 @pytest.mark.gpu
 def test_cuda_bad_values_raise(gen):
     a = _base(gen)
     x = a["x"].cuda()
-    before = x.clone()
     cases = [
         (dict(perm=torch.tensor([0, 0, 1, 2, 3])), r"\bperm\b"),
         (dict(target=torch.tensor([0, 1, 2, 3, K])), r"\btarget\b"),
@@ -360,9 +481,11 @@ def test_cuda_bad_values_raise(gen):
         kw = dict(target=a["target"], perm=a["perm"], lam=a["lam"], boxes=None, inplace=False)
         kw.update(change)
         kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
-        with pytest.raises(ValueError, match=match):
-            mixup_fused.mix(x, kw.pop("target"), kw.pop("perm"), kw.pop("lam"), num_classes=K, **kw)
-        assert torch.equal(x, before)
+
+        def call(kw=kw):
+            mixup_fused.mix(x, num_classes=K, **kw)
+
+        assert_refused(call, ValueError, match, dict(kw, x=x))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -395,3 +518,76 @@ def test_backend_from_environment_follows_changes(monkeypatch):
     assert ops.resolve_backend("auto", x) == ("cpp" if ops.HAS_CPP else "reference")
     monkeypatch.delenv("MIXUP_FUSED_BACKEND")
     assert ops.resolve_backend("auto", x) == ("cpp" if ops.HAS_CPP else "reference")
+
+
+# ----------------------------------------------------------------------------
+# Normalisation arguments, and the fuzzer's findings (test_fuzz.py), each a
+# deterministic case
+# ----------------------------------------------------------------------------
+
+
+def test_uint8_errors():
+    x = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
+    t, perm = torch.arange(4), torch.arange(4).flip(0)
+    with pytest.raises(TypeError, match="x must be a floating tensor"):
+        mixup_fused.mix(x, t, perm, 0.3, num_classes=4)
+    with pytest.raises(ValueError, match="mean and std"):
+        mixup_fused.mix(x, t, perm, 0.3, num_classes=4, mean=IMAGENET_MEAN)
+    with pytest.raises(ValueError, match="std"):
+        mixup_fused.mix(x, t, perm, 0.3, num_classes=4, mean=IMAGENET_MEAN, std=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="mean"):
+        mixup_fused.mix(x, t, perm, 0.3, num_classes=4, mean=(1.0, 2.0), std=IMAGENET_STD)
+    with pytest.raises(ValueError, match="inplace"):
+        mixup_fused.mix(x.float(), t, perm, 0.3, num_classes=4, mean=IMAGENET_MEAN, std=IMAGENET_STD, inplace=True)
+
+
+def _needs(backend):
+    if backend == "cpp" and not mixup_fused.HAS_CPP:
+        pytest.skip("needs the C++ extension")
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("num_classes", [5.0, "5", None, True, 0])
+def test_num_classes_of_the_wrong_type_is_refused(backend, num_classes):
+    """Found by the fuzzer (a schema RuntimeError on the cpp backend)."""
+    _needs(backend)
+    x, t, p = small_batch()
+    with pytest.raises((TypeError, ValueError), match="num_classes"):
+        mixup_fused.mix(x, t, p, 0.5, num_classes=num_classes, backend=backend)
+
+
+@pytest.mark.parametrize("backend, num_classes", [("cpp", 2**62), ("cpp", 2**63), ("reference", 2**64)])
+def test_num_classes_too_large_for_an_index_is_refused(backend, num_classes):
+    _needs(backend)
+    x, t, p = small_batch()
+    with pytest.raises((TypeError, ValueError), match="num_classes"):
+        mixup_fused.mix(x, t, p, 0.5, num_classes=num_classes, backend=backend)
+
+
+@pytest.mark.parametrize("backend, eps", [("cpp", None), ("cpp", "0.1"), ("reference", None), ("cpp", float("nan"))])
+def test_label_smoothing_of_the_wrong_type_is_refused(backend, eps):
+    """Found by the fuzzer (a schema RuntimeError on the cpp backend)."""
+    _needs(backend)
+    x, t, p = small_batch()
+    with pytest.raises((TypeError, ValueError), match="label_smoothing"):
+        mixup_fused.mix(x, t, p, 0.5, num_classes=5, label_smoothing=eps, backend=backend)
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", float])
+def test_out_dtype_is_checked(out_dtype):
+    _needs("cpp")
+    x, t, p = small_batch()
+    with pytest.raises((TypeError, ValueError), match="out_dtype"):
+        mixup_fused.mix(x, t, p, 0.5, num_classes=5, out_dtype=out_dtype, backend="cpp")
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_meta_tensors_get_shapes_or_a_clear_error(backend):
+    """Found by the fuzzer (a RuntimeError from Tensor.item() in the value checks)."""
+    x, t, p = (v.to("meta") for v in small_batch())
+    try:
+        out, y = mixup_fused.mix(x, t, p, 0.5, num_classes=5, backend=backend)
+    except (TypeError, ValueError) as err:
+        assert "meta" in str(err)
+        return
+    assert out.shape == x.shape and y.shape == (4, 5)

@@ -36,15 +36,15 @@ import traceback
 import warnings
 from collections import Counter
 
-import pytest
-
 FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "20"))
 FUZZ_CALLS = int(os.environ.get("FUZZ_CALLS", "30000"))  # whichever ends first: a fixed sequence, cut by time
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20260601"))
 
-# Known product bugs, reported, each with a strict xfail test below. The fuzz
-# run does not fail on these signatures again, so that a new problem stands
-# out: (entry point, regex on "<exception type>: <message>", bug id).
+# Known product bugs, reported, each with a strict xfail test among the
+# argument-error tests (test_errors.py, test_errors_entry_points.py, where the
+# fuzzer's fixed findings are too). The fuzz run does not fail on these
+# signatures again, so that a new problem stands out: (entry point, regex on
+# "<exception type>: <message>", bug id).
 KNOWN: list[tuple[str, str, str]] = [
     # (entry points regex, exception regex, bug id): documented open bugs; none at present.
 ]  # fmt: skip
@@ -545,154 +545,6 @@ def test_fuzz_public_entry_points():
         assert name in reached, f"no call of {name} succeeded: the fuzzer is not exercising it"
     new = {k: v for k, v in summary["unexpected"].items() if _known(k) is None}
     assert not new, "undocumented exceptions or wrong results:\n" + json.dumps(new, indent=1)
-
-
-# ----------------------------------------------------------------------------
-# The known bugs, one deterministic case each (the KNOWN table's ids)
-# ----------------------------------------------------------------------------
-
-
-def _batch():
-    import torch
-
-    return torch.randn(4, 3, 5, 5), torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 3, 2])
-
-
-def _needs(backend):
-    import mixup_fused as mf
-
-    if backend == "cpp" and not mf.HAS_CPP:
-        pytest.skip("needs the C++ extension")
-
-
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-@pytest.mark.parametrize("num_classes", [5.0, "5", None, True, 0])
-def test_num_classes_of_the_wrong_type_is_refused(backend, num_classes):
-    """Found by this fuzzer (schema RuntimeError on the cpp backend); fixed in 3be81e3."""
-    import mixup_fused as mf
-
-    _needs(backend)
-    x, t, p = _batch()
-    with pytest.raises((TypeError, ValueError), match="num_classes"):
-        mf.mix(x, t, p, 0.5, num_classes=num_classes, backend=backend)
-
-
-@pytest.mark.parametrize("backend, num_classes", [("cpp", 2**62), ("cpp", 2**63), ("reference", 2**64)])
-def test_num_classes_too_large_for_an_index_is_refused(backend, num_classes):
-    import mixup_fused as mf
-
-    _needs(backend)
-    x, t, p = _batch()
-    with pytest.raises((TypeError, ValueError), match="num_classes"):
-        mf.mix(x, t, p, 0.5, num_classes=num_classes, backend=backend)
-
-
-@pytest.mark.parametrize("backend, eps", [("cpp", None), ("cpp", "0.1"), ("reference", None), ("cpp", float("nan"))])
-def test_label_smoothing_of_the_wrong_type_is_refused(backend, eps):
-    """Found by this fuzzer (schema RuntimeError on the cpp backend); fixed in 3be81e3."""
-    import mixup_fused as mf
-
-    _needs(backend)
-    x, t, p = _batch()
-    with pytest.raises((TypeError, ValueError), match="label_smoothing"):
-        mf.mix(x, t, p, 0.5, num_classes=5, label_smoothing=eps, backend=backend)
-
-
-@pytest.mark.parametrize("out_dtype", ["float32", float])
-def test_out_dtype_is_checked(out_dtype):
-    import mixup_fused as mf
-
-    _needs("cpp")
-    x, t, p = _batch()
-    with pytest.raises((TypeError, ValueError), match="out_dtype"):
-        mf.mix(x, t, p, 0.5, num_classes=5, out_dtype=out_dtype, backend="cpp")
-
-
-@pytest.mark.parametrize("backend", ["auto", "reference"])
-def test_meta_tensors_get_shapes_or_a_clear_error(backend):
-    """Found by this fuzzer (RuntimeError from Tensor.item() in the value checks); fixed in 3be81e3."""
-    import mixup_fused as mf
-
-    x, t, p = (v.to("meta") for v in _batch())
-    try:
-        out, y = mf.mix(x, t, p, 0.5, num_classes=5, backend=backend)
-    except (TypeError, ValueError) as err:
-        assert "meta" in str(err)
-        return
-    assert out.shape == x.shape and y.shape == (4, 5)
-
-
-@pytest.mark.parametrize("case", ["lam_2", "lam_nan", "class_id_out_of_range", "num_classes_0", "target_none"])
-def test_mix_targets_is_checked_like_mix(case):
-    import mixup_fused as mf
-
-    _, t, p = _batch()
-    target, lam, K = dict(
-        lam_2=(t, 2.0, 5),
-        lam_nan=(t, float("nan"), 5),
-        class_id_out_of_range=(t, 0.5, 3),
-        num_classes_0=(t, 0.5, 0),
-        target_none=(None, 0.5, 5),
-    )[case]
-    with pytest.raises((TypeError, ValueError)):
-        y = mf.mix_targets(target, p, lam, num_classes=K)
-        assert bool((y >= 0).all()), f"mix_targets returned invalid targets {y.tolist()}"
-
-
-@pytest.mark.parametrize("case", ["h_str", "target_int"])
-def test_mix_features_checks_its_arguments(case):
-    import mixup_fused as mf
-
-    x, t, p = _batch()
-    with pytest.raises(TypeError):
-        if case == "h_str":
-            mf.mix_features("h", p, 0.5)
-        else:
-            mf.mix_features(x, p, 0.5, target=3)
-
-
-@pytest.mark.parametrize("case", ["prob_0_bad_id", "batch_of_one_bad_id", "target_str", "minmax_reversed"])
-def test_mixup_checks_its_arguments(case):
-    import torch
-
-    import mixup_fused as mf
-
-    x, t, p = _batch()
-    g = torch.Generator().manual_seed(0)
-    with pytest.raises((TypeError, ValueError)):
-        if case == "prob_0_bad_id":
-            mf.Mixup(num_classes=3, prob=0.0)(x, t)
-        elif case == "batch_of_one_bad_id":
-            mf.Mixup(num_classes=3)(x[:1], torch.tensor([3]))
-        elif case == "target_str":
-            mf.Mixup(num_classes=5)(x, "t")
-        else:
-            mf.Mixup(num_classes=5, cutmix_minmax=(0.9, 0.1), generator=g)(x, t)
-
-
-@pytest.mark.parametrize("case", ["int32_images_num_classes_-1", "int8_images_negative_id", "meta_labels"])
-def test_transforms_check_their_arguments(case):
-    import torch
-
-    import mixup_fused as mf
-
-    x, t, _ = _batch()
-    with pytest.raises((TypeError, ValueError)):
-        if case == "int32_images_num_classes_-1":
-            mf.CutMix(num_classes=-1)((x * 50).int(), t)
-        elif case == "int8_images_negative_id":
-            mf.CutMix(num_classes=10)((x * 50).to(torch.int8), torch.tensor([-2, 1, 2, 3]))
-        else:
-            mf.MixUp(num_classes=5)(x, t.to("meta"))
-
-
-def test_soft_target_cross_entropy_checks_shapes():
-    import torch
-
-    import mixup_fused as mf
-
-    with pytest.raises(ValueError):
-        mf.soft_target_cross_entropy(torch.randn(3, 5), torch.rand(3, 6))
 
 
 if __name__ == "__main__":

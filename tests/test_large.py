@@ -307,24 +307,6 @@ def compiled_ptx(tmp_path_factory):
     return out
 
 
-def _instructions(ptx: str):
-    """(opcode, operands) for every instruction; predicates dropped."""
-    for line in ptx.splitlines():
-        line = line.split("//")[0].strip().rstrip(";").strip()
-        if line.startswith("@"):
-            line = line.split(None, 1)[1] if " " in line else ""
-        if not line or line[0] in ".${}" or line.endswith(":"):
-            continue
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            yield parts[0], [o.strip() for o in parts[1].split(",")]
-
-
-def _reads(ops, reg: str) -> bool:
-    pat = re.compile(re.escape(reg) + r"(?!\d)")
-    return any(pat.search(o) for o in ops[1:])
-
-
 def _param_register(ptx: str, index: int) -> str | None:
     """The 32-bit register a scalar parameter is loaded into (None if the
     parameter is 64-bit or was specialised away)."""
@@ -335,13 +317,15 @@ def _param_register(ptx: str, index: int) -> str | None:
 def test_ptx_row_index_is_widened_before_the_row_offset(compiled_ptx):
     """The row index (program id // blocks per row) is widened to 64 bits and
     multiplied in 64 bits: row * stride may pass 2**31 even when both fit."""
+    from triton_aot import ptx_instructions, ptx_reads
+
     for cfg, ptx in compiled_ptx:
-        insns = list(_instructions(ptx))
+        insns = list(ptx_instructions(ptx))
         divs = [ops[0] for op, ops in insns if op == "div.s32"]
         assert divs, f"no row index division in the PTX of {cfg}"
-        widened = [ops[0] for op, ops in insns if op in WIDENING and _reads(ops, divs[0])]
+        widened = [ops[0] for op, ops in insns if op in WIDENING and ptx_reads(ops, divs[0])]
         assert widened, f"the row index {divs[0]} is never widened to 64 bits in {cfg}"
-        assert any(op in MUL64 and any(_reads(ops, w) for w in widened) for op, ops in insns), (
+        assert any(op in MUL64 and any(ptx_reads(ops, w) for w in widened) for op, ops in insns), (
             f"the widened row index is not multiplied in 64 bits in {cfg}"
         )
 
@@ -351,6 +335,8 @@ def test_ptx_row_lengths_and_strides_are_not_scaled_in_32_bits(compiled_ptx):
     arithmetic: a 32-bit multiply or shift of them wraps once rows reach
     2**31 elements (the first kernel passed them divided by VEC and multiplied
     back with `x_stride_v * VEC` in int32)."""
+    from triton_aot import ptx_instructions, ptx_reads
+
     bad = []
     for cfg, ptx in compiled_ptx:
         assert cfg["params"], "none of the row length / stride parameters found in the kernel"
@@ -358,8 +344,8 @@ def test_ptx_row_lengths_and_strides_are_not_scaled_in_32_bits(compiled_ptx):
             reg = _param_register(ptx, index)
             if reg is None:
                 continue
-            for op, ops in _instructions(ptx):
-                if _reads(ops, reg) and op not in WIDENING and not op.startswith(("setp", "mov", "selp")):
+            for op, ops in ptx_instructions(ptx):
+                if ptx_reads(ops, reg) and op not in WIDENING and not op.startswith(("setp", "mov", "selp")):
                     bad.append(f"{name}: `{op} {', '.join(ops)}` (x={cfg['x']})")
     assert not bad, "32-bit arithmetic on row lengths/strides:\n" + "\n".join(sorted(set(bad)))
 
@@ -482,6 +468,50 @@ def test_gpu_row_of_2_31_elements():
         return
     torch.cuda.synchronize()
     assert bool((out == 2.0).all()), "elements of a row of 2**31 + 8 elements were not written as 0.5 * 1 + 0.5 * 3"
+
+
+def _tail_matches(out, x, perm, lam, cols):
+    """Mixup is per element within a row: compare the last ``cols`` columns of every row."""
+    ids = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    ex, _ = mix_reference(x[:, -cols:], ids, perm, lam, num_classes=1)
+    assert_matches(out[:, -cols:], ex)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("inplace", [False, True])
+def test_gpu_batch_offsets_past_int32(inplace):
+    """B * row_len > 2**31: the start of the last row needs an int64 offset."""
+    if torch.cuda.get_device_properties(0).total_memory < 24 * GiB:
+        pytest.skip("needs 24 GiB of device memory")
+    B, row = 3, 2**30 + 8
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.empty(B, row, dtype=torch.float16, device="cuda").uniform_(-1, 1, generator=g)
+    perm = torch.tensor([2, 1, 0], device="cuda")
+    lam = torch.tensor([0.25, 0.5, 0.75], device="cuda")
+    target = torch.zeros(B, dtype=torch.int64, device="cuda")
+    tail = x[:, -4096:].clone()
+    out, _ = mf.mix(x, target, perm, lam, num_classes=1, inplace=inplace)
+    _tail_matches(out, tail, perm, lam, 4096)
+    del x, out
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_long_rows():
+    """row_len > 2**31 - BLOCK: element offsets within a row in int64 (LONG_ROW)."""
+    if torch.cuda.get_device_properties(0).total_memory < 40 * GiB:
+        pytest.skip("needs 40 GiB of device memory")
+    B, row = 2, 2**31 + 64
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.empty(B, row, dtype=torch.float16, device="cuda").uniform_(-1, 1, generator=g)
+    perm = torch.tensor([1, 0], device="cuda")
+    lam = torch.tensor([0.25, 0.5], device="cuda")
+    out, _ = mf.mix(x, torch.zeros(B, dtype=torch.int64, device="cuda"), perm, lam, num_classes=1)
+    _tail_matches(out, x, perm, lam, 8192)
+    del x, out
+    torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load_timm_by_path
+from conftest import timm_module
 
 from mixup_fused import Mixup, SoftTargetCrossEntropy, soft_target_cross_entropy
 
 
 @pytest.fixture(scope="module")
 def timm_loss():
-    return load_timm_by_path("_timm_cross_entropy_by_path", "loss/cross_entropy.py")
+    return timm_module("loss/cross_entropy.py")
 
 
 @pytest.mark.parametrize("shape", [(8, 10), (5, 3, 7), (1, 1000)])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_matches, poisoned_allocations
+from conftest import assert_matches, bits, poisoned_allocations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,10 +205,6 @@ def _same_layout_copy(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(x.size(), x.stride(), dtype=x.dtype).copy_(x)
 
 
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return torch.empty(t.shape, dtype=t.dtype).copy_(t).view(torch.uint8)
-
-
 # ----------------------------------------------------------------------------
 # Every backend against the reference
 # ----------------------------------------------------------------------------
@@ -221,7 +217,7 @@ def test_matches_reference(backend):
         want_x, want_y = mix_reference(case.x, case.target, case.perm, case.lam_tensor(), **case.kwargs())
         assert_matches(out, want_x, what=f"{backend} images")
         assert_matches(y, want_y, what=f"{backend} targets")
-        assert torch.equal(_bits(case.x), _bits(x_before)), "out of place changed x"
+        assert torch.equal(bits(case.x), bits(x_before)), "out of place changed x"
         if case.layout == "channels_last":
             assert out.is_contiguous(memory_format=torch.channels_last), "the output lost channels_last"
         else:
@@ -260,7 +256,7 @@ def test_matches_reference_long_rows(backend):
         if bool((case.perm[case.perm] == torch.arange(len(case.perm))).all()):
             x = _same_layout_copy(case.x)
             _call(case, backend, inplace=True, x=x)
-            assert torch.equal(_bits(x), _bits(out)), "in place differs from out of place"
+            assert torch.equal(bits(x), bits(out)), "in place differs from out of place"
 
     run_property(backend, long_row_cases(), check, scale=0.1)
 
@@ -308,10 +304,10 @@ def test_lam_one_is_identity_and_zero_takes_the_partner(backend, lam):
         out, y = _call(case, backend)
         s = _smoothed(case.target, case.num_classes, case.label_smoothing)
         if lam == 1.0:
-            assert torch.equal(_bits(out), _bits(case.x)), "lam = 1 changed the images"
+            assert torch.equal(bits(out), bits(case.x)), "lam = 1 changed the images"
             assert torch.equal(y, s), "lam = 1 changed the targets"
         else:
-            assert torch.equal(_bits(out), _bits(case.x[case.perm])), "lam = 0 is not x[perm]"
+            assert torch.equal(bits(out), bits(case.x[case.perm])), "lam = 0 is not x[perm]"
             assert torch.equal(y, s[case.perm]), "lam = 0 targets are not s(t[perm])"
 
     run_property(backend, cases(), check, scale=0.5)
@@ -323,7 +319,7 @@ def test_inplace_on_involution_equals_out_of_place(backend):
         x = _same_layout_copy(case.x)
         res, y2 = _call(case, backend, inplace=True, x=x)
         assert res is x, "inplace=True did not return x itself"
-        assert torch.equal(_bits(x), _bits(out)), "in place differs from out of place"
+        assert torch.equal(bits(x), bits(out)), "in place differs from out of place"
         assert torch.equal(y2, y), "in-place targets differ from out-of-place targets"
 
     run_property(backend, mix_cases(involution=True), check)
@@ -386,7 +382,7 @@ def test_cutmix_twice_with_an_involution(backend):
         inside = inside & (xs >= b[:, 2, None, None]) & (xs < b[:, 3, None, None])
         take_partner = (inside & ~inside[case.perm]).unsqueeze(1)
         want = torch.where(take_partner, case.x[case.perm], case.x)
-        assert torch.equal(_bits(x2), _bits(want)), "CutMix twice does not follow the box algebra"
+        assert torch.equal(bits(x2), bits(want)), "CutMix twice does not follow the box algebra"
 
     run_property(backend, cases(), check, scale=0.5)
 

@@ -182,6 +182,8 @@ print("CHILD OK")
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_ptx_compares_class_ids_as_integers(tmp_path):
+    from triton_aot import ptx_instructions, ptx_reads
+
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
@@ -197,27 +199,13 @@ def test_ptx_compares_class_ids_as_integers(tmp_path):
         assert words, f"no 64-bit loads in the {name} kernel"
         compares = [
             ops
-            for op, ops in _instructions(ptx)
-            if re.fullmatch(r"setp\.(eq|ne)\.[bsu]64", op) and any(_reads(ops, w) for w in words)
+            for op, ops in ptx_instructions(ptx)
+            if re.fullmatch(r"setp\.(eq|ne)\.[bsu]64", op) and any(ptx_reads(ops, w) for w in words)
         ]
         assert compares, f"class ids are not compared as 64-bit integers in the {name} kernel"
         converted = [
             (op, ops)
-            for op, ops in _instructions(ptx)
-            if op.startswith("cvt") and re.search(r"\.f(16|32|64)|\.bf16", op) and any(_reads(ops, w) for w in words)
+            for op, ops in ptx_instructions(ptx)
+            if op.startswith("cvt") and re.search(r"\.f(16|32|64)|\.bf16", op) and any(ptx_reads(ops, w) for w in words)
         ]
         assert not converted, f"a loaded class id is converted to floating point in the {name} kernel: {converted}"
-
-
-def _instructions(ptx: str):
-    for line in ptx.splitlines():
-        line = line.split("//")[0].strip().rstrip(";").strip()
-        if line.startswith("@"):
-            line = line.split(None, 1)[1] if " " in line else ""
-        parts = line.split(None, 1)
-        if len(parts) == 2 and line[0] not in ".${}":
-            yield parts[0], [o.strip() for o in parts[1].split(",")]
-
-
-def _reads(ops, reg: str) -> bool:
-    return any(re.search(re.escape(reg) + r"(?!\d)", o) for o in ops[1:])

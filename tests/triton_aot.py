@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 import torch
 import triton
@@ -20,7 +21,7 @@ from triton.runtime.jit import JITFunction
 from mixup_fused.triton import kernel as _kernel
 from mixup_fused.triton.kernel import NUM_WARPS, kernel_configs
 
-__all__ = ["compilable_kernel", "compile_config", "kernel_configs"]
+__all__ = ["compilable_kernel", "compile_config", "kernel_configs", "ptx_instructions", "ptx_reads"]
 
 _TL_TYPES = {
     torch.float32: "fp32",
@@ -90,3 +91,23 @@ def compile_config(cfg: dict, arch: int = 90, aligned: bool = True):
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def ptx_instructions(ptx: str):
+    """(opcode, operands) for every instruction of a PTX listing; predicates,
+    directives and labels dropped."""
+    for line in ptx.splitlines():
+        line = line.split("//")[0].strip().rstrip(";").strip()
+        if line.startswith("@"):
+            line = line.split(None, 1)[1] if " " in line else ""
+        if not line or line[0] in ".${}" or line.endswith(":"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            yield parts[0], [o.strip() for o in parts[1].split(",")]
+
+
+def ptx_reads(ops, reg: str) -> bool:
+    """Whether an instruction's operands (after the destination) read register ``reg``."""
+    pat = re.compile(re.escape(reg) + r"(?!\d)")
+    return any(pat.search(o) for o in ops[1:])

@@ -31,11 +31,19 @@ def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
     margin_y, margin_x = int(margin * cut_h), int(margin * cut_w)
     cy = np.random.randint(0 + margin_y, img_h - margin_y, size=count)
     cx = np.random.randint(0 + margin_x, img_w - margin_x, size=count)
-    yl = np.clip(cy - cut_h // 2, 0, img_h)
-    yh = np.clip(cy + (cut_h + 1) // 2, 0, img_h)
-    xl = np.clip(cx - cut_w // 2, 0, img_w)
-    xh = np.clip(cx + (cut_w + 1) // 2, 0, img_w)
+    yl = _clip(cy - cut_h // 2, img_h)
+    yh = _clip(cy + (cut_h + 1) // 2, img_h)
+    xl = _clip(cx - cut_w // 2, img_w)
+    xh = _clip(cx + (cut_w + 1) // 2, img_w)
     return yl, yh, xl, xh
+
+
+def _clip(v, hi):
+    """``np.clip(v, 0, hi)``; a scalar (timm's per-sample call) is clipped in
+    Python, where np.clip's array machinery costs more than the whole draw."""
+    if np.ndim(v):
+        return np.clip(v, 0, hi)
+    return np.int64(min(max(v, 0), hi))
 
 
 def rand_bbox_minmax(img_shape, minmax, count=None):

@@ -1,71 +1,26 @@
-"""mixup_fused.MixUp / CutMix against torchvision.transforms.v2's op sequence.
+"""mixup_fused.MixUp / CutMix as drop-ins for torchvision.transforms.v2's.
 
-torchvision cannot be installed beside this torch, so its op sequence is
-rewritten below from torchvision/transforms/v2/_augment.py (``_BaseMixUpCutMix``,
-``MixUp``, ``CutMix``: make_params, then the image and label transforms).
-With torch's global RNG seeded the same way, both draw the same lam and box;
-images must agree up to rounding (float32: a few ulp; bfloat16: torchvision
-rounds three times, we once) and labels within float32 rounding.
+The peer is torchvision's op sequence as ``bench.peers`` writes it once
+(``tv_mixup``, ``tv_cutmix``: make_params, then the image and label
+transforms of torchvision/transforms/v2/_augment.py). With torch's global RNG
+seeded the same way, both draw the same lam and box; images must agree up to
+rounding (float32: a few ulp; bfloat16: torchvision rounds three times, we
+once) and labels within float32 rounding.
 """
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from conftest import ulp
 from torch.nn.functional import one_hot
 
+from bench.peers import tv_cutmix, tv_mixup, tv_perm
 from mixup_fused import CutMix, MixUp
 from mixup_fused.reference import mix_images_reference
 
 B, C, H, W = 6, 3, 12, 10
 K = 7
-
-
-# ----------------------------------------------------------------------------
-# torchvision v2, op for op
-# ----------------------------------------------------------------------------
-
-
-def tv_mixup_label(label, lam, num_classes):
-    if label.ndim == 1:
-        label = one_hot(label, num_classes=num_classes)
-    if not label.dtype.is_floating_point:
-        label = label.float()
-    return label.roll(1, 0).mul_(1.0 - lam).add_(label.mul(lam))
-
-
-def tv_mixup(images, labels, *, alpha, num_classes):
-    dist = torch.distributions.Beta(torch.tensor([alpha]), torch.tensor([alpha]))
-    lam = float(dist.sample(()))
-    out = images.roll(1, 0).mul_(1.0 - lam).add_(images.mul(lam))
-    return out, tv_mixup_label(labels, lam, num_classes), lam
-
-
-def tv_cutmix(images, labels, *, alpha, num_classes):
-    dist = torch.distributions.Beta(torch.tensor([alpha]), torch.tensor([alpha]))
-    lam = float(dist.sample(()))
-    Hi, Wi = images.shape[-2:]
-    r_x = torch.randint(Wi, size=(1,))
-    r_y = torch.randint(Hi, size=(1,))
-    r = 0.5 * math.sqrt(1.0 - lam)
-    r_w_half = int(r * Wi)
-    r_h_half = int(r * Hi)
-    x1 = int(torch.clamp(r_x - r_w_half, min=0))
-    y1 = int(torch.clamp(r_y - r_h_half, min=0))
-    x2 = int(torch.clamp(r_x + r_w_half, max=Wi))
-    y2 = int(torch.clamp(r_y + r_h_half, max=Hi))
-    lam_adjusted = float(1.0 - (x2 - x1) * (y2 - y1) / (Wi * Hi))
-    rolled = images.roll(1, 0)
-    out = images.clone()
-    out[..., y1:y2, x1:x2] = rolled[..., y1:y2, x1:x2]
-    return out, tv_mixup_label(labels, lam_adjusted, num_classes), (y1, y2, x1, x2, lam_adjusted)
-
-
-def ulp(v, bits):
-    mag = v.abs().double().clamp_min(2.0**-126)
-    return torch.exp2(torch.floor(torch.log2(mag)) - (bits - 1))
 
 
 # ----------------------------------------------------------------------------
@@ -81,20 +36,21 @@ def test_mixup_same_as_torchvision(alpha, dtype):
         images = torch.randn(B, C, H, W, generator=gen).to(dtype)
         labels = torch.randint(0, K, (B,), generator=gen)
         torch.manual_seed(seed)
-        xt, yt, lam = tv_mixup(images, labels, alpha=alpha, num_classes=K)
+        xt, yt, tv_params = tv_mixup(images, labels, alpha=alpha, num_classes=K)
+        lam = tv_params["lam"]
         after_tv = torch.rand(3)
         torch.manual_seed(seed)
         xo, yo = MixUp(alpha=alpha, num_classes=K)(images, labels)
         assert torch.equal(torch.rand(3), after_tv), "torch's RNG consumed as torchvision does"
-        perm = (torch.arange(B) - 1) % B
+        perm = tv_perm(B, "cpu")
         exact = mix_images_reference(images.double(), perm, torch.full((B,), lam, dtype=torch.float64))
         operands = torch.maximum(images.double().abs(), images.double()[perm].abs())
         if dtype == torch.float32:
-            assert ((xo.double() - xt.double()).abs() <= 4 * ulp(operands, 24)).all()
+            assert ((xo.double() - xt.double()).abs() <= 4 * ulp(operands, torch.float32)).all()
         else:
             err_ours = (xo.double() - exact).abs()
-            assert (err_ours <= 0.5 * ulp(exact, 8) + 4 * ulp(operands, 24)).all()
-            d = (xo.double() - xt.double()).abs() / ulp(torch.maximum(xo.abs(), xt.abs()), 8)
+            assert (err_ours <= 0.5 * ulp(exact, torch.bfloat16) + 4 * ulp(operands, torch.float32)).all()
+            d = (xo.double() - xt.double()).abs() / ulp(torch.maximum(xo.abs(), xt.abs()), torch.bfloat16)
             wide = d > 1
             assert (err_ours[wide] <= (xt.double() - exact).abs()[wide]).all()
         assert xo.dtype == dtype and yo.dtype == torch.float32
@@ -112,7 +68,8 @@ def test_cutmix_same_as_torchvision(alpha, dtype):
             images = torch.randn(B, C, H, W, generator=gen).to(dtype)
         labels = torch.randint(0, K, (B,), generator=gen)
         torch.manual_seed(seed)
-        xt, yt, (y1, y2, x1, x2, lam) = tv_cutmix(images, labels, alpha=alpha, num_classes=K)
+        xt, yt, tv_params = tv_cutmix(images, labels, alpha=alpha, num_classes=K)
+        (x1, y1, x2, y2), lam = tv_params["box"], tv_params["lam_adjusted"]
         after_tv = torch.rand(2)
         cut = CutMix(alpha=alpha, num_classes=K)
         torch.manual_seed(seed)

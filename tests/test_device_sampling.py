@@ -1,0 +1,110 @@
+"""Device-side sampling (``sampler="device"``, ``TorchSampler(host_hints=False)``):
+no value is read back on the host, a sampled step compiles without graph
+breaks, and on a GPU it captures into a CUDA graph whose replays draw afresh."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mixup_fused as mf
+from mixup_fused import sampling
+from mixup_fused.reference import mix_reference
+from mixup_fused.sampling import MixupConfig, TorchSampler
+
+HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero")
+
+
+def _forbid_host_reads(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of a device value")
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+
+
+@pytest.mark.parametrize("mode", sampling.MODES)
+def test_torch_sampler_reads_nothing_back(monkeypatch, mode):
+    """With host hints off (the device path) the sampler never reads a tensor
+    value on the host: nothing that would synchronise with a GPU."""
+    _forbid_host_reads(monkeypatch)
+    sampler = TorchSampler(torch.Generator().manual_seed(0), host_hints=False)
+    switching = MixupConfig(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.7, switch_prob=0.4)
+    for cfg in (switching, MixupConfig(cutmix_minmax=(0.2, 0.8)), MixupConfig(mixup_alpha=1.0)):
+        for batch_size in (1, 6, 7):
+            params = sampler.sample(cfg, mode, batch_size, (16, 12), pairing="random")
+            assert params.mixes is None and params.lam.shape == (batch_size,)
+    monkeypatch.undo()
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_device_sampler_reads_nothing_back(monkeypatch, mode):
+    """``Mixup(sampler="device")`` draws and mixes without a host read."""
+    x = torch.randn(6, 3, 8, 8)
+    t = torch.randint(0, 5, (6,))
+    m = mf.Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=5, sampler="device", pairing="random")
+    ref_x = x.clone()
+    torch.manual_seed(7)
+    params = m.sample_params(6, (8, 8), "cpu")
+    torch.manual_seed(7)
+    _forbid_host_reads(monkeypatch)
+    out, y = m(x, t)
+    monkeypatch.undo()
+    ref, ref_y = mix_reference(ref_x, t, params.perm, params.lam.float(), num_classes=5, label_smoothing=0.1,
+                               boxes=params.boxes)  # fmt: skip
+    n = out.shape[0]
+    assert torch.equal(out, ref[:n]) and torch.allclose(y, ref_y[:n], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_device_sampled_step_compiles_fullgraph(mode):
+    torch._dynamo.reset()
+    m = mf.Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=5, sampler="device")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+
+    def step(x, t):
+        x, y = m(x, t)
+        return mf.soft_target_cross_entropy(model(x), y)
+
+    compiled = torch.compile(step, fullgraph=True)
+    x = torch.randn(4, 3, 8, 8)
+    t = torch.randint(0, 5, (4,))
+    torch.manual_seed(3)
+    loss_c = compiled(x.clone(), t)
+    assert torch.isfinite(loss_c)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_and_replay_of_a_device_sampled_step():
+    dev = torch.device("cuda")
+    B, K = 8, 10
+    m = mf.Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode="elem", num_classes=K, sampler="device")
+    static_x = torch.randn(B, 3, 16, 16, device=dev)
+    static_t = torch.randint(0, K, (B,), device=dev)
+    src = static_x.clone()
+
+    def step():
+        static_x.copy_(src)
+        params = m.sample_params(B, (16, 16), dev)
+        out, y = m.apply(static_x, static_t, params)
+        return out, y, params.lam, params.perm, params.boxes
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):  # warm-up: compile the Triton kernel before capture
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = step()
+    seen = []
+    for _ in range(4):
+        graph.replay()
+        torch.cuda.synchronize()
+        out, y, lam, perm, boxes = (o.clone() if o is not None else None for o in outs)
+        ref, ref_y = mix_reference(src, static_t, perm, lam.float(), num_classes=K, label_smoothing=0.1, boxes=boxes)
+        assert torch.equal(out, ref) and torch.allclose(y, ref_y, atol=1e-6)
+        seen.append(lam.cpu())
+    # The generator state advances between replays: fresh draws each time.
+    assert not all(torch.equal(seen[0], s_) for s_ in seen[1:])
