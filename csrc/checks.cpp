@@ -53,7 +53,7 @@ std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, b
 // lam as double. ``f64``: the kernel computes in float64; otherwise it uses
 // lam rounded to float32, and that is the value checked against [0, 1] (a
 // float64 lam of 1 + 1e-12 is 1 for a float32 batch, as on every backend).
-std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64, const char* name) {
+std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, const char* name) {
   const int64_t B = x.size(0);
   check_same_device(x, lam, name);
   TORCH_CHECK_TYPE(is_float(lam.scalar_type()), "mixup_fused: ", name, " must be a floating tensor, got ",
@@ -62,8 +62,7 @@ std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool
                     "], got ", lam.sizes());
   std::vector<double> out = host_values<double>(lam, at::kDouble);
   for (int64_t i = 0; i < B; ++i) {
-    const double v = f64 ? out[i] : static_cast<double>(static_cast<float>(out[i]));
-    TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "mixup_fused: ", name, "[", i, "] = ", std::setprecision(f64 ? 17 : 9),
+    TORCH_CHECK_VALUE(out[i] >= 0.0 && out[i] <= 1.0, "mixup_fused: ", name, "[", i, "] = ", std::setprecision(17),
                       out[i], " must be in [0, 1]");
   }
   return out;

@@ -26,8 +26,8 @@ void check_x(const at::Tensor& x, bool normalize);
 void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* name);
 // The values, checked and read once on the host.
 std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, bool involution);
-// Each value as the kernels compute with it (float32 unless ``f64``) must lie in [0, 1].
-std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, bool f64, const char* name = "lam");
+// Each value, as given, must lie in [0, 1] (the kernels weight the partner by 1 - lam).
+std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, const char* name = "lam");
 std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tensor>& boxes);
 // The class ids (empty for soft targets).
 std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& target, int64_t num_classes,

@@ -38,8 +38,8 @@ at::Tensor collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t, con
   // The batch the rules are stated for, as a view: nothing is allocated.
   const at::Tensor batch = first.unsqueeze(0).expand({B, C, H, W});
   const auto perm = checked_perm(batch, perm_t, false);
-  const auto w_self = checked_lam(batch, w_self_t, false, "w_self");
-  const auto w_part = checked_lam(batch, w_part_t, false, "w_part");
+  const auto w_self = checked_lam(batch, w_self_t, "w_self");
+  const auto w_part = checked_lam(batch, w_part_t, "w_part");
   const auto boxes = checked_boxes(batch, boxes_t);
 
   std::vector<at::Tensor> dense(B);

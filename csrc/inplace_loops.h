@@ -52,11 +52,11 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t i = args.firsts[u / upr], p = args.perm[i];
       const int64_t s = (u % upr) * kChunk, n = min64(kChunk, g.row - s);
-      const acc_t wi = static_cast<acc_t>(args.lam[i]), wp = static_cast<acc_t>(args.lam[p]);
-      const acc_t ri = acc_t(1) - wi, rp = acc_t(1) - wp;
+      const acc_t wi = static_cast<acc_t>(args.w_self[i]), wp = static_cast<acc_t>(args.w_self[p]);
+      const acc_t ri = static_cast<acc_t>(args.w_part[i]), rp = static_cast<acc_t>(args.w_part[p]);
       scalar_t* __restrict xi = x + i * g.x_stride + s;
       if (i == p) {
-        if (wi == acc_t(1)) continue;  // blended with 1: kept (see below)
+        if (ri == acc_t(0)) continue;  // blended with weights (1, 0): kept (see below)
         for (int64_t j = 0; j < n; ++j) {
           const acc_t a = ld<acc_t>(xi[j]);
           xi[j] = Narrow<scalar_t>::from(wi * a + ri * a);
@@ -64,11 +64,11 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
         continue;
       }
       scalar_t* __restrict xp = x + p * g.x_stride + s;
-      if (wi == acc_t(1) || wp == acc_t(1)) {
-        // A row blended with weight exactly 1 keeps its values bit for bit,
-        // as timm skips lam == 1 (1 * a + 0 * b is not a when b is inf or
-        // NaN, or a is -0.0). Rare: a float32 Beta draw that rounds to 1.
-        pair_segment<scalar_t, acc_t>(wi == acc_t(1) ? kOwn : kMix, wp == acc_t(1) ? kOwn : kMix, xi, xp, 0, n, wi,
+      if (ri == acc_t(0) || rp == acc_t(0)) {
+        // A row blended with its partner's weight exactly 0 keeps its values
+        // bit for bit, as timm skips lam == 1 (1 * a + 0 * b is not a when b
+        // is inf or NaN, or a is -0.0). Rare: a float32 Beta draw that rounds to 1.
+        pair_segment<scalar_t, acc_t>(ri == acc_t(0) ? kOwn : kMix, rp == acc_t(0) ? kOwn : kMix, xi, xp, 0, n, wi,
                                       ri, wp, rp);
         continue;
       }
@@ -92,13 +92,13 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = args.firsts[u / upr], p = args.perm[i];
     const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
-    const acc_t wi = static_cast<acc_t>(args.lam[i]), wp = static_cast<acc_t>(args.lam[p]);
-    const acc_t ri = acc_t(1) - wi, rp = acc_t(1) - wp;
+    const acc_t wi = static_cast<acc_t>(args.w_self[i]), wp = static_cast<acc_t>(args.w_self[p]);
+    const acc_t ri = static_cast<acc_t>(args.w_part[i]), rp = static_cast<acc_t>(args.w_part[p]);
     const Box& bi = args.boxes[i];
     const Box& bp = args.boxes[p];
-    // A row blended with weight exactly 1 is kept, as above: it has no box, so
-    // as a cut row it keeps its own pixels everywhere.
-    const bool mi = args.mix_rows[i] && wi != acc_t(1), mp = args.mix_rows[p] && wp != acc_t(1);
+    // A row blended with its partner's weight exactly 0 is kept, as above: it
+    // has no box, so as a cut row it keeps its own pixels everywhere.
+    const bool mi = args.mix_rows[i] && ri != acc_t(0), mp = args.mix_rows[p] && rp != acc_t(0);
     scalar_t* xi = x + i * g.x_stride;
     scalar_t* xp = x + p * g.x_stride;
     for (int64_t l = l0; l < l1; ++l) {

@@ -58,9 +58,10 @@ struct PairArgs {
   Geometry g;
   const int64_t* firsts;  // rows i with i <= perm[i]
   const int64_t* perm;
-  const double* lam;
+  const double* w_self;  // per row: the weights of the row itself and of its partner (blended rows)
+  const double* w_part;
   const Box* boxes;
-  const bool* mix_rows;  // per row: mixed with lam (not cut)
+  const bool* mix_rows;  // per row: blended (not cut)
   bool cutmix;
 };
 

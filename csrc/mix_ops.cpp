@@ -65,10 +65,11 @@ std::vector<int64_t> pair_firsts(const std::vector<int64_t>& perm) {
 }
 
 // The weight as the kernels compute with it: float32 unless in float64.
+// The weights of a row and of its partner, lam and 1 - lam, each rounded once
+// from the lam given to the dtype the kernels compute in (float32 unless in
+// float64): timm's and torchvision's arithmetic.
 double weight(double lam, bool f64) { return f64 ? lam : static_cast<double>(static_cast<float>(lam)); }
-double one_minus(double lam, bool f64) {
-  return f64 ? 1.0 - lam : static_cast<double>(1.0f - static_cast<float>(lam));
-}
+double one_minus(double lam, bool f64) { return weight(1.0 - lam, f64); }
 
 std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Tensor& target, const at::Tensor& perm_t,
                                            const at::Tensor& lam_t, const c10::optional<at::Tensor>& boxes_t,
@@ -83,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor> mix_cpu(const at::Tensor& x_in, const at::Ten
   TORCH_CHECK_TYPE(is_float(odt), "mixup_fused: out_dtype must be a floating dtype, got ", odt);
   const bool f64 = x_in.scalar_type() == at::kDouble || odt == at::kDouble;
   const auto perm = checked_perm(x_in, perm_t, false);
-  const auto lam = checked_lam(x_in, lam_t, f64);
+  const auto lam = checked_lam(x_in, lam_t);
   const auto boxes = checked_boxes(x_in, boxes_t);
   const auto ids = checked_target(x_in, target, num_classes, label_smoothing);
   const ChannelStats norm = checked_norm(x_in, mean_t, std_t);
@@ -127,7 +128,7 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   // The kernels see weights as float32 unless computing in float64.
   const bool f64 = x.scalar_type() == at::kDouble;
   const auto perm = checked_perm(x, perm_t, true);
-  const auto lam = checked_lam(x, lam_t, f64);
+  const auto lam = checked_lam(x, lam_t);
   const auto boxes = checked_boxes(x, boxes_t);
   const auto ids = checked_target(x, target, num_classes, label_smoothing);
   at::Tensor y = at::empty({x.size(0), num_classes}, x.options().dtype(at::kFloat));
@@ -136,15 +137,17 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   // Rows that are not dense are mixed in a dense copy and written back.
   at::Tensor xd = dense_rows(x);
   const Geometry g = geometry(xd, nullptr, cutmix);
-  std::vector<double> w(g.B);
+  std::vector<double> ws(g.B), wp(g.B);
   std::unique_ptr<bool[]> mix_rows(new bool[g.B > 0 ? g.B : 1]);
   for (int64_t i = 0; i < g.B; ++i) {
-    w[i] = weight(lam[i], f64);
+    ws[i] = weight(lam[i], f64);
+    wp[i] = one_minus(lam[i], f64);
     mix_rows[i] = !cutmix || is_no_box(boxes[i]);
   }
-  // (A row blended with weight exactly 1 is left as it is by the kernels.)
+  // (A row blended with its partner's weight exactly 0 is left as it is by the kernels.)
   const std::vector<int64_t> firsts = pair_firsts(perm);
-  PairArgs args{xd.mutable_data_ptr(), g, firsts.data(), perm.data(), w.data(), boxes.data(), mix_rows.get(), cutmix};
+  PairArgs args{xd.mutable_data_ptr(), g,         firsts.data(),  perm.data(), ws.data(),
+                wp.data(),             boxes.data(), mix_rows.get(), cutmix};
   const PairsFn fn = active_table()->pairs[dtype_index(xd.scalar_type())];
   const int64_t units = static_cast<int64_t>(firsts.size()) * units_per_row(g, by_lines(g, cutmix, false));
   mix_targets(target, ids, perm, lam, num_classes, label_smoothing, y);
@@ -158,7 +161,7 @@ at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t,
   check_x(grad_in, false);
   const bool f64 = grad_in.scalar_type() == at::kDouble;
   const auto perm = checked_perm(grad_in, perm_t, false);
-  const auto lam = checked_lam(grad_in, lam_t, f64);
+  const auto lam = checked_lam(grad_in, lam_t);
   const auto boxes = checked_boxes(grad_in, boxes_t);
   const at::Tensor grad = dense_rows(grad_in);
   at::Tensor out = empty_out_like(grad, grad.scalar_type());

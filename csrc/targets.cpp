@@ -13,7 +13,7 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   if (!ids.empty() || B == 0) {
     at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const float l = static_cast<float>(lam[i]), r = 1.0f - l;
+        const float l = static_cast<float>(lam[i]), r = static_cast<float>(1.0 - lam[i]);
         float* row = yd + i * K;
         const float base = off_value * l + off_value * r;
         for (int64_t k = 0; k < K; ++k) row[k] = base;
@@ -30,7 +30,7 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   const float* td = t.data_ptr<float>();
   at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float l = static_cast<float>(lam[i]), r = 1.0f - l;
+      const float l = static_cast<float>(lam[i]), r = static_cast<float>(1.0 - lam[i]);
       const float* ta = td + i * s0;
       const float* tb = td + perm[i] * s0;
       float* row = yd + i * K;

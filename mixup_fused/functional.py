@@ -28,8 +28,9 @@ def channel_stats(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...
 
 
 def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
-    """lam as a ``[B]`` tensor in the dtype the kernels compute in (float32
-    unless float64 is involved)."""
+    """lam as a ``[B]`` tensor: float64 as given (a Python float is one), else
+    in the dtype the kernels compute in. The kernels round lam and ``1 - lam``
+    once each from it."""
     B = x.shape[0]
     wdt = weights_dtype(x.dtype, out_dtype)
     if isinstance(lam, torch.Tensor):
@@ -37,13 +38,13 @@ def _as_lam(lam, x: torch.Tensor, out_dtype) -> torch.Tensor:
             raise TypeError(f"mixup_fused: lam must be a float or a floating tensor, got a {lam.dtype} tensor")
         if lam.dim() == 0:
             lam = lam.expand(B)
-        return lam.to(wdt)
+        return lam if lam.dtype == torch.float64 else lam.to(wdt)
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):
         raise TypeError(f"mixup_fused: lam must be a float or a float tensor of shape [B], got {type(lam).__name__}")
     lam = float(lam)
     if not 0.0 <= lam <= 1.0:  # NaN fails too
         raise ValueError(f"mixup_fused: lam = {lam} must be in [0, 1]")
-    return torch.full((B,), lam, dtype=wdt, device=x.device)
+    return torch.full((B,), lam, dtype=torch.float64, device=x.device)
 
 
 def _as_channel_tensor(v, name: str, x: torch.Tensor):
@@ -87,7 +88,10 @@ def mix(
         target: int64 ``[B]`` class ids, or floating ``[B, K]`` soft targets.
         perm: int64 ``[B]``, a permutation of ``0..B-1``: sample ``i`` is mixed
             with ``perm[i]``.
-        lam: weight of the sample itself: a float, or a float tensor ``[B]``.
+        lam: weight of the sample itself: a float, or a float tensor ``[B]``;
+            the partner's weight is ``1 - lam``. Both are rounded once from the
+            lam given (a float is float64) to the compute dtype, as timm and
+            torchvision compute them.
             With ``boxes`` it only weights the targets (pass timm's corrected
             ``lam = 1 - box_area / (H * W)``).
         num_classes: K, the width of the returned targets.

@@ -31,13 +31,20 @@ def smooth_targets(target: torch.Tensor, num_classes: int, label_smoothing: floa
     return target.float() * (1.0 - label_smoothing) + off_value
 
 
+def weights(lam: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights of a row and of its partner: ``lam`` and ``1 - lam``, each
+    rounded once from the lam given to ``dtype`` (timm's and torchvision's
+    arithmetic: a Python-float lam is a float64 tensor here)."""
+    return lam.to(dtype), (1.0 - lam.double()).to(dtype)
+
+
 def mix_targets_reference(
     target: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, num_classes: int, label_smoothing: float = 0.0
 ) -> torch.Tensor:
     """``y[i] = lam[i] * s(t[i]) + (1 - lam[i]) * s(t[perm[i]])`` in float32."""
     s = smooth_targets(target, num_classes, label_smoothing)
-    lam = lam.to(torch.float32).view(-1, 1)
-    return s * lam + s[perm] * (1.0 - lam)
+    w_self, w_part = weights(lam, torch.float32)
+    return s * w_self.view(-1, 1) + s[perm] * w_part.view(-1, 1)
 
 
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -82,8 +89,9 @@ def mix_images_reference(
     dt = torch.float64 if torch.float64 in (x.dtype, out_dtype) else torch.float32
     xf = normalize_reference(x, mean, std, dt) if mean is not None else x.to(dt)
     xf = xf.to(dt)
-    lam = lam.to(dt).view((-1,) + (1,) * (x.dim() - 1))
-    mixed = lam * xf + (1.0 - lam) * xf[perm]
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    w_self, w_part = (w.view(shape) for w in weights(lam, dt))
+    mixed = w_self * xf + w_part * xf[perm]
     if boxes is not None:
         cut = torch.where(box_mask(boxes, x.shape[2], x.shape[3]), xf[perm], xf)
         mixed = torch.where(mixup_rows(boxes).view(-1, 1, 1, 1), mixed, cut)
@@ -94,10 +102,10 @@ def kept_in_place(
     perm: torch.Tensor, lam: torch.Tensor, boxes: torch.Tensor | None = None, f64: bool = False
 ) -> torch.Tensor:
     """Rows that an in-place mix leaves untouched, bit for bit: rows blended
-    with weight exactly 1 (lam as the kernels use it, float32 unless computing
-    in float64), as timm skips lam == 1 (``1 * a + 0 * b`` is not ``a`` when
-    ``b`` is inf or NaN, or ``a`` is -0.0)."""
-    one = lam.to(torch.float64 if f64 else torch.float32) == 1.0
+    with their partner's weight exactly 0 (``1 - lam`` as the kernels use it,
+    float32 unless computing in float64), as timm skips lam == 1
+    (``1 * a + 0 * b`` is not ``a`` when ``b`` is inf or NaN, or ``a`` is -0.0)."""
+    one = weights(lam, torch.float64 if f64 else torch.float32)[1] == 0.0
     if boxes is not None:
         one = one & mixup_rows(boxes)
     return one
@@ -145,9 +153,9 @@ def mix_backward_reference(
     inv[perm] = torch.arange(perm.numel(), device=perm.device)
     dt = compute_dtype(grad.dtype)
     g = grad.to(dt)
-    lam = lam.to(dt).view((-1,) + (1,) * (grad.dim() - 1))
-    own = lam * g
-    other = (1.0 - lam[inv]) * g[inv]
+    w_self, w_part = (w.view((-1,) + (1,) * (grad.dim() - 1)) for w in weights(lam, dt))
+    own = w_self * g
+    other = w_part[inv] * g[inv]
     if boxes is not None:
         inside = box_mask(boxes, grad.shape[2], grad.shape[3])
         mix_row = mixup_rows(boxes).view(-1, 1, 1, 1)

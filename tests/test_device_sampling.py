@@ -50,7 +50,7 @@ def test_device_sampler_reads_nothing_back(monkeypatch, mode):
     _forbid_host_reads(monkeypatch)
     out, y = m(x, t)
     monkeypatch.undo()
-    ref, ref_y = mix_reference(ref_x, t, params.perm, params.lam.float(), num_classes=5, label_smoothing=0.1,
+    ref, ref_y = mix_reference(ref_x, t, params.perm, params.lam, num_classes=5, label_smoothing=0.1,
                                boxes=params.boxes)  # fmt: skip
     n = out.shape[0]
     assert torch.equal(out, ref[:n]) and torch.allclose(y, ref_y[:n], atol=1e-6)
@@ -103,7 +103,7 @@ def test_cuda_graph_capture_and_replay_of_a_device_sampled_step():
         graph.replay()
         torch.cuda.synchronize()
         out, y, lam, perm, boxes = (o.clone() if o is not None else None for o in outs)
-        ref, ref_y = mix_reference(src, static_t, perm, lam.float(), num_classes=K, label_smoothing=0.1, boxes=boxes)
+        ref, ref_y = mix_reference(src, static_t, perm, lam, num_classes=K, label_smoothing=0.1, boxes=boxes)
         assert torch.equal(out, ref) and torch.allclose(y, ref_y, atol=1e-6)
         seen.append(lam.cpu())
     # The generator state advances between replays: fresh draws each time.

@@ -489,19 +489,16 @@ def test_cuda_bad_values_raise(gen):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_lam_is_checked_in_the_dtype_the_kernel_uses(backend):
-    """A float64 lam for a float32 batch is used rounded to float32 on every
-    backend, and checked that way: 1 + 1e-12 is 1, 1 + 1e-6 is out of range."""
+def test_lam_is_checked_as_given(backend):
+    """lam must lie in [0, 1] as given, on every backend and in every dtype:
+    the partner's weight 1 - lam is computed from it, so 1 + 1e-12 (which
+    rounds to 1 in float32) would give the partner a negative weight."""
     x, t, perm = torch.randn(2, 8), torch.tensor([0, 1]), torch.tensor([1, 0])
-    near = torch.tensor([1 + 1e-12, 0.5], dtype=torch.float64)
-    out, y = mixup_fused.mix(x, t, perm, near, num_classes=2, backend=backend)
-    want, want_y = mixup_fused.mix(x, t, perm, near.float(), num_classes=2, backend=backend)
-    assert torch.equal(out, want) and torch.equal(y, want_y)
-    with pytest.raises(ValueError, match=r"\blam\b"):
-        mixup_fused.mix(x, t, perm, torch.tensor([1 + 1e-6, 0.5], dtype=torch.float64), num_classes=2, backend=backend)
-    # In float64 the check is exact.
-    with pytest.raises(ValueError, match=r"\blam\b"):
-        mixup_fused.mix(x.double(), t, perm, near, num_classes=2, backend=backend)
+    for dtype in (torch.float32, torch.float64):
+        for bad in (1 + 1e-12, -1e-300, 1 + 1e-6, float("nan")):
+            lam = torch.tensor([bad, 0.5], dtype=torch.float64)
+            with pytest.raises(ValueError, match=r"\blam\b"):
+                mixup_fused.mix(x.to(dtype), t, perm, lam, num_classes=2, backend=backend)
 
 
 def test_backend_from_environment_follows_changes(monkeypatch):

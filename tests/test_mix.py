@@ -11,6 +11,7 @@ to write fails.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -29,7 +30,7 @@ from conftest import (
 )
 
 import mixup_fused
-from mixup_fused.reference import NO_BOX, kept_in_place, mix_backward_reference, mix_reference
+from mixup_fused.reference import NO_BOX, kept_in_place, mix_backward_reference, mix_reference, smooth_targets
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
@@ -548,3 +549,35 @@ def test_triton_launcher_writes_every_element(device, dtype, channels_last, cutm
     gout = poison(torch.empty_like(grad))
     launcher.triton_mix_backward(grad, torch.argsort(perm), lam, boxes, gout)
     assert_matches(gout, mix_backward_reference(grad, perm, lam, boxes))
+
+
+# ----------------------------------------------------------------------------
+# The weights: lam and 1 - lam, each rounded once from the lam given
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_float_lam_weights_like_timm_and_torchvision(device, backend, dtype, gen):
+    """A Python-float lam weighs the partner by ``1 - lam`` rounded once from
+    the float64 value, as timm's batch mode (``x.flip(0).mul_(1. - lam)``) and
+    torchvision (``x.roll(1, 0).mul_(1.0 - lam)``) compute it, not by
+    ``1 - float32(lam)``: the same images and targets, bit for bit."""
+    B, K = 6, 5
+    x = randn((B, 3, 5, 7), dtype, gen, device)
+    t = class_ids(B, K, gen, device)
+    perm = torch.arange(B - 1, -1, -1, device=device)
+    # Draws whose 1 - float32(lam) and float32(1 - lam) differ.
+    lams = [v for v in torch.rand(400, generator=gen, dtype=torch.float64).tolist()
+            if np.float32(1.0) - np.float32(v) != np.float32(1.0 - v)][:4]  # fmt: skip
+    assert lams
+    for lam in lams:
+        out, y = mixup_fused.mix(x, t, perm, lam, num_classes=K, label_smoothing=0.1, backend=backend)
+        xf = x.float()
+        want = (xf.mul(lam) + xf[perm].mul(1.0 - lam)).to(dtype)
+        s = smooth_targets(t, K, 0.1)
+        want_y = s * lam + s[perm] * (1.0 - lam)
+        if dtype == torch.bfloat16 and backend == "triton" and device == "cpu":
+            assert_matches(out, want, what=f"images, lam={lam!r}")  # the interpreter's bf16 rounding (conftest)
+        else:
+            assert torch.equal(out, want), f"images, lam={lam!r}"
+        assert torch.equal(y, want_y), f"targets, lam={lam!r}"

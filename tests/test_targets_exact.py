@@ -192,9 +192,10 @@ def test_ptx_compares_class_ids_as_integers(tmp_path):
     assert proc.returncode == 0 and "CHILD OK" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
     for name in ("bfloat16", "float16", "float32"):
         ptx = (tmp_path / f"{name}.ptx").read_text()
-        # 64-bit words loaded from global memory: the partner index and the
-        # class ids. They are compared with the class index as 64-bit
-        # integers, and none of them is ever converted to floating point.
+        # 64-bit words loaded from global memory: the partner index, the
+        # class ids and lam (float64). The class ids are the words compared
+        # with the class index as 64-bit integers, and none of them is ever
+        # converted to floating point.
         words = re.findall(r"ld\.global(?:\.\w+)*\.[bsu]64\s+\{?\s*(%rd\d+)", ptx)
         assert words, f"no 64-bit loads in the {name} kernel"
         compares = [
@@ -203,9 +204,10 @@ def test_ptx_compares_class_ids_as_integers(tmp_path):
             if re.fullmatch(r"setp\.(eq|ne)\.[bsu]64", op) and any(ptx_reads(ops, w) for w in words)
         ]
         assert compares, f"class ids are not compared as 64-bit integers in the {name} kernel"
+        ids = [w for w in words if any(ptx_reads(ops, w) for ops in compares)]
         converted = [
             (op, ops)
             for op, ops in ptx_instructions(ptx)
-            if op.startswith("cvt") and re.search(r"\.f(16|32|64)|\.bf16", op) and any(ptx_reads(ops, w) for w in words)
+            if op.startswith("cvt") and re.search(r"\.f(16|32|64)|\.bf16", op) and any(ptx_reads(ops, w) for w in ids)
         ]
         assert not converted, f"a loaded class id is converted to floating point in the {name} kernel: {converted}"

@@ -66,7 +66,7 @@ def compile_config(cfg: dict, arch: int = 90, aligned: bool = True):
         "x_ptr": "*" + _TL_TYPES[cfg["x"]],
         "out_ptr": "*" + _TL_TYPES[cfg["out"]],
         "src_ptr": "*i64",
-        "lam_ptr": "*fp64" if cfg["F64"] else "*fp32",
+        "lam_ptr": "*fp64",  # every weight is rounded once from the float64 lam
         "box_ptr": "*i64",
         "mean_ptr": "*fp32",
         "std_ptr": "*fp32",

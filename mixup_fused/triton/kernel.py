@@ -133,7 +133,9 @@ def mix_images_targets_kernel(
                 c = hw // H
         xi_ptr = x_ptr + i.to(tl.int64) * x_stride
         xp_ptr = x_ptr + p.to(tl.int64) * x_stride
-        lam_i = tl.load(lam_ptr + i).to(acc_ty)
+        # lam is float64: its weight and the partner's (1 - lam) are each rounded once from it.
+        lam64_i = tl.load(lam_ptr + i)
+        lam_i = lam64_i.to(acc_ty)
         if INPLACE:
             # Pair (i, p) is handled by the program with the smaller index.
             # (Row comparisons are made block-shaped: the interpreter cannot
@@ -141,12 +143,15 @@ def mix_images_targets_kernel(
             i_blk = offs * 0 + i
             mask = mask & (i_blk <= p)
             other_row = i_blk != p
-            lam_p = tl.load(lam_ptr + p).to(acc_ty)
-            # A row blended with weight exactly 1 keeps its values bit for
-            # bit, as timm skips lam == 1 (1 * a + 0 * b is not a when b is
-            # inf or NaN, or a is -0.0): it is not written.
-            one_i = (offs * 0 + lam_i) == 1.0
-            one_p = (offs * 0 + lam_p) == 1.0
+            lam64_p = tl.load(lam_ptr + p)
+            lam_p = lam64_p.to(acc_ty)
+            rest_i = (1.0 - lam64_i).to(acc_ty)
+            rest_p = (1.0 - lam64_p).to(acc_ty)
+            # A row blended with its partner's weight exactly 0 keeps its
+            # values bit for bit, as timm skips lam == 1 (1 * a + 0 * b is not
+            # a when b is inf or NaN, or a is -0.0): it is not written.
+            one_i = (offs * 0 + rest_i) == 0.0
+            one_p = (offs * 0 + rest_p) == 0.0
             if CUTMIX:
                 in_i, mix_i = _box(box_ptr, i, h, w)
                 in_p, mix_p = _box(box_ptr, p, h, w)
@@ -156,16 +161,16 @@ def mix_images_targets_kernel(
                 # Only what moves is read: box pixels, or whole rows mixed with lam.
                 a = tl.load(xi_ptr + offs, mask=mask & (in_p | mix_i | mix_p), other=0).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask & (in_i | mix_i | mix_p), other=0).to(acc_ty)
-                vi = tl.where(mix_i, lam_i * a + (1.0 - lam_i) * b, b)
-                vp = tl.where(mix_p, lam_p * b + (1.0 - lam_p) * a, a)
+                vi = tl.where(mix_i, lam_i * a + rest_i * b, b)
+                vp = tl.where(mix_p, lam_p * b + rest_p * a, a)
                 tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & (in_i | mix_i) & ~keep_i)
                 tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (in_p | mix_p) & other_row & ~keep_p)
             else:
                 mask = mask & ~(one_i & one_p)
                 a = tl.load(xi_ptr + offs, mask=mask).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask).to(acc_ty)
-                vi = lam_i * a + (1.0 - lam_i) * b
-                vp = lam_p * b + (1.0 - lam_p) * a
+                vi = lam_i * a + rest_i * b
+                vp = lam_p * b + rest_p * a
                 tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & ~one_i)
                 tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row & ~one_p)
         else:
@@ -174,7 +179,7 @@ def mix_images_targets_kernel(
                 wi = p
             else:
                 wi = i
-            lam_w = tl.load(lam_ptr + wi).to(acc_ty)
+            rest_w = (1.0 - tl.load(lam_ptr + wi)).to(acc_ty)
             if CUTMIX:
                 in_self, mix_self = _box(box_ptr, i, h, w)
                 if BACKWARD:
@@ -189,21 +194,23 @@ def mix_images_targets_kernel(
                 if BACKWARD:
                     # Own term plus partner term; both may contribute where boxes overlap.
                     own = tl.where(mix_self, lam_i * a, tl.where(in_self, 0.0, a))
-                    other = tl.where(mix_part, (1.0 - lam_w) * b, tl.where(in_part, b, 0.0))
+                    other = tl.where(mix_part, rest_w * b, tl.where(in_part, b, 0.0))
                     v = own + other
                 else:
-                    v = tl.where(mix_self, lam_i * a + (1.0 - lam_w) * b, tl.where(in_self, b, a))
+                    v = tl.where(mix_self, lam_i * a + rest_w * b, tl.where(in_self, b, a))
             else:
                 a = tl.load(xi_ptr + offs, mask=mask, other=0).to(acc_ty)
                 b = tl.load(xp_ptr + offs, mask=mask, other=0).to(acc_ty)
                 a = _normalize(a, c, mask, mean_ptr, std_ptr, NORMALIZE, F64)
                 b = _normalize(b, c, mask, mean_ptr, std_ptr, NORMALIZE, F64)
-                v = lam_i * a + (1.0 - lam_w) * b
+                v = lam_i * a + rest_w * b
             tl.store(out_row + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
     else:
         k = (blk - image_blocks) * TBLOCK + tl.arange(0, TBLOCK)
         kmask = k < num_classes
-        lam_t = tl.load(lam_ptr + i).to(tl.float32)
+        lam64_t = tl.load(lam_ptr + i)
+        lam_t = lam64_t.to(tl.float32)
+        rest_t = (1.0 - lam64_t).to(tl.float32)
         if soft_targets != 0:
             ya = tl.load(soft_ptr + i.to(tl.int64) * num_classes + k, mask=kmask, other=0)
             yb = tl.load(soft_ptr + p.to(tl.int64) * num_classes + k, mask=kmask, other=0)
@@ -214,7 +221,7 @@ def mix_images_targets_kernel(
             tp = tl.load(ids_ptr + p)
             ya = tl.where(k == ti, on_value, off_value)
             yb = tl.where(k == tp, on_value, off_value)
-        y = ya * lam_t + yb * (1.0 - lam_t)
+        y = ya * lam_t + yb * rest_t
         tl.store(y_ptr + i.to(tl.int64) * num_classes + k, y, mask=kmask)
 
 

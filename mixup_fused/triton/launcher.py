@@ -16,7 +16,7 @@ import torch
 import triton
 
 from .. import _checks
-from .._layout import default_out_dtype, dense_rows, empty_out_like, is_channels_last, weights_dtype
+from .._layout import default_out_dtype, dense_rows, empty_out_like, is_channels_last
 from .kernel import BLOCK, NUM_WARPS, TARGET_BLOCK, kernel_config, mix_images_targets_kernel
 
 MAX_ROW = _checks.INT32_MAX - BLOCK  # offsets inside a row are int32
@@ -101,7 +101,7 @@ def triton_mix(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, 
 
     Inputs are already validated and laid out as the kernel reads them (rows
     ``x.stride(0)`` apart, dense inside; ``out`` shares ``x``'s layout;
-    int64 perm, class ids and boxes; lam in the compute dtype)."""
+    int64 perm, class ids and boxes; float64 lam)."""
     y = torch.empty((x.shape[0], num_classes), dtype=torch.float32, device=x.device)
     _launch(x, out, perm, lam, boxes, mean, std, target, y,
             num_classes=num_classes, label_smoothing=label_smoothing, inplace=False, backward=False)  # fmt: skip
@@ -128,10 +128,11 @@ def triton_mix_backward(grad, inv_perm, lam, boxes, out):
 # ----------------------------------------------------------------------------
 
 
-def _rows(perm, lam, boxes, compute_dtype):
-    """perm, lam and boxes as the kernel reads them: int64, the compute dtype, contiguous."""
+def _rows(perm, lam, boxes):
+    """perm, lam and boxes as the kernel reads them: int64, float64 (each
+    weight is rounded once from it, in the kernel), contiguous."""
     perm = perm.to(torch.int64).contiguous()
-    lam = lam.to(compute_dtype).contiguous()
+    lam = lam.to(torch.float64).contiguous()
     boxes = boxes.to(torch.int64).contiguous() if boxes is not None else None
     return perm, lam, boxes
 
@@ -149,7 +150,7 @@ def mix_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, 
     if check:
         _checks.check_values(x, target, perm, lam, boxes, num_classes, mean, std)
     odt = default_out_dtype(x, out_dtype)
-    perm, lam, boxes = _rows(perm, lam, boxes, weights_dtype(x.dtype, odt))
+    perm, lam, boxes = _rows(perm, lam, boxes)
     if mean is not None:
         mean = mean.to(torch.float32).contiguous()
         std = std.to(torch.float32).contiguous()
@@ -163,7 +164,7 @@ def mix_inplace_triton(x, target, perm, lam, boxes, num_classes, label_smoothing
     _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, inplace=True)
     if check:
         _checks.check_values(x, target, perm, lam, boxes, num_classes, inplace=True)
-    perm, lam, boxes = _rows(perm, lam, boxes, weights_dtype(x.dtype))
+    perm, lam, boxes = _rows(perm, lam, boxes)
     xd = dense_rows(x)
     y = triton_mix_(xd, _targets(target), perm, lam, boxes, num_classes, label_smoothing)
     if xd is not x:
@@ -173,7 +174,7 @@ def mix_inplace_triton(x, target, perm, lam, boxes, num_classes, label_smoothing
 
 def mix_backward_triton(grad, perm, lam, boxes):
     """``mixup_fused::mix_backward``: the gradient of the image mix with respect to ``x``."""
-    perm, lam, boxes = _rows(perm, lam, boxes, weights_dtype(grad.dtype))
+    perm, lam, boxes = _rows(perm, lam, boxes)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(perm.numel(), device=perm.device)
     grad = dense_rows(grad)
