@@ -48,9 +48,8 @@ struct IsU8<uint8_t> {
 // [from, from + len) of a row, ask for the same span kAhead elements further
 // on (clipped to the row's end, ``limit``). Loops over 1- and 2-byte elements
 // (bf16, fp16, uint8) do much arithmetic per cache line and otherwise have
-// too few loads in flight to hide DRAM latency: in place bf16, 64x3x224x224,
-// caches flushed, 2 threads: 3.1-3.3 -> 1.2-1.3 ms. float32 streams are left
-// to the hardware prefetcher (the same time cold, 15% slower warm with it).
+// too few loads in flight to hide DRAM latency (bench: the bf16 and uint8
+// rows, caches flushed); float32 streams are left to the hardware prefetcher.
 // The chunked loops cut their spans into kBlock pieces; the line loops
 // prefetch one line, kAhead elements on.
 constexpr int64_t kBlock = 1024;
