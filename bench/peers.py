@@ -76,77 +76,66 @@ def timm_uint8_mix(mixer, x_uint8: torch.Tensor, target: torch.Tensor, mean, std
 # ---------------------------------------------------------------------------
 
 
+def torchvision_v2():
+    """``torchvision.transforms.v2``; ImportError where torchvision is not installed (the lighter environment)."""
+    try:
+        from torchvision.transforms import v2
+    except Exception as err:  # absent, or a build that does not match this torch
+        raise ImportError(f"torchvision is not installed here ({type(err).__name__}: {err})") from err
+    return v2
+
+
 def tv_lam_dist(alpha: float) -> torch.distributions.Beta:
     """The ``Beta(alpha, alpha)`` that torchvision's MixUp and CutMix build once, in ``__init__``."""
     return torch.distributions.Beta(torch.tensor([alpha]), torch.tensor([alpha]))
 
 
-def tv_mixup_label(labels: torch.Tensor, lam: float, num_classes: int | None) -> torch.Tensor:
-    """torchvision's ``_mixup_label``: class ids become one-hot float rows, then
-    ``lam * label + (1 - lam) * label.roll(1, 0)``."""
-    if labels.ndim == 1:
-        labels = F.one_hot(labels, num_classes=num_classes)
-    if not labels.dtype.is_floating_point:
-        labels = labels.float()
-    return labels.roll(1, 0).mul_(1.0 - lam).add_(labels.mul(lam))
+def _replay_draws(state: torch.Tensor, draw):
+    """What ``draw()`` returns from torch's global RNG at ``state``; the RNG is left where it was."""
+    after = torch.get_rng_state()
+    torch.set_rng_state(state)
+    try:
+        return draw()
+    finally:
+        torch.set_rng_state(after)
 
 
-def tv_mixup_apply(x: torch.Tensor, labels: torch.Tensor, lam: float, num_classes: int | None):
-    """torchvision's MixUp at a given lam: ``(mixed x, mixed labels)``."""
-    out = x.roll(1, 0).mul_(1.0 - lam).add_(x.mul(lam))
-    return out, tv_mixup_label(labels, lam, num_classes)
+def tv_mixup(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes=None, transform=None):
+    """The real ``v2.MixUp(alpha=alpha, num_classes=num_classes)(x, labels)``.
 
-
-def tv_cutmix_params(lam: float, height: int, width: int):
-    """torchvision's CutMix box ``(x1, y1, x2, y2)`` and the lam adjusted to its
-    area: centre uniform in the image (torch's global RNG), half-sides
-    ``0.5 * sqrt(1 - lam)`` times the sides, clamped to the image."""
-    r_x = torch.randint(width, size=(1,))
-    r_y = torch.randint(height, size=(1,))
-    r = 0.5 * math.sqrt(1.0 - lam)
-    r_w_half, r_h_half = int(r * width), int(r * height)
-    x1 = int(torch.clamp(r_x - r_w_half, min=0))
-    y1 = int(torch.clamp(r_y - r_h_half, min=0))
-    x2 = int(torch.clamp(r_x + r_w_half, max=width))
-    y2 = int(torch.clamp(r_y + r_h_half, max=height))
-    lam_adjusted = float(1.0 - (x2 - x1) * (y2 - y1) / (width * height))
-    return (x1, y1, x2, y2), lam_adjusted
-
-
-def tv_cutmix_apply(x: torch.Tensor, labels: torch.Tensor, box, lam_adjusted: float, num_classes: int | None):
-    """torchvision's CutMix with a given box ``(x1, y1, x2, y2)``: ``(mixed x, mixed labels)``."""
-    x1, y1, x2, y2 = box
-    rolled = x.roll(1, 0)
-    out = x.clone()
-    out[..., y1:y2, x1:x2] = rolled[..., y1:y2, x1:x2]
-    return out, tv_mixup_label(labels, lam_adjusted, num_classes)
-
-
-def tv_mixup(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes=None, dist=None):
-    """``v2.MixUp(alpha=alpha, num_classes=num_classes)(x, labels)``, lam drawn
-    from torch's global RNG as torchvision draws it.
-
-    Returns ``(mixed x, mixed labels, params)`` with torchvision's params,
-    ``{"lam": lam}``. ``dist`` is the transform's ``tv_lam_dist(alpha)``, built
-    once as torchvision does (default: built here).
+    Returns ``(mixed x, mixed labels, params)`` with the draw torchvision made,
+    ``{"lam": lam}``, read by replaying its one Beta draw from the same RNG
+    state. ``transform``: a prebuilt ``v2.MixUp`` (default: built here).
     """
-    dist = tv_lam_dist(alpha) if dist is None else dist
-    lam = float(dist.sample(()))
-    out, y = tv_mixup_apply(x, labels, lam, num_classes)
+    transform = transform or torchvision_v2().MixUp(alpha=alpha, num_classes=num_classes)
+    state = torch.get_rng_state()
+    out, y = transform(x, labels)
+    lam = _replay_draws(state, lambda: float(tv_lam_dist(alpha).sample(())))
     return out, y, {"lam": lam}
 
 
-def tv_cutmix(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes=None, dist=None):
-    """``v2.CutMix(alpha=alpha, num_classes=num_classes)(x, labels)``, lam and
-    box drawn from torch's global RNG as torchvision draws them.
+def tv_cutmix(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes=None, transform=None):
+    """The real ``v2.CutMix(alpha=alpha, num_classes=num_classes)(x, labels)``.
 
-    Returns ``(mixed x, mixed labels, params)`` with torchvision's params,
-    ``{"box": (x1, y1, x2, y2), "lam_adjusted": lam}``; ``dist`` as in ``tv_mixup``.
+    Returns ``(mixed x, mixed labels, params)`` with the draws torchvision made,
+    ``{"box": (x1, y1, x2, y2), "lam_adjusted": lam}``, read by replaying them
+    (lam, then the centre's x and y) and clamping the box as torchvision does.
     """
-    dist = tv_lam_dist(alpha) if dist is None else dist
-    lam = float(dist.sample(()))
-    box, lam_adjusted = tv_cutmix_params(lam, x.shape[-2], x.shape[-1])
-    out, y = tv_cutmix_apply(x, labels, box, lam_adjusted, num_classes)
+    transform = transform or torchvision_v2().CutMix(alpha=alpha, num_classes=num_classes)
+    state = torch.get_rng_state()
+    out, y = transform(x, labels)
+    height, width = x.shape[-2:]
+
+    def draws():
+        lam = float(tv_lam_dist(alpha).sample(()))
+        r_x, r_y = int(torch.randint(width, size=(1,))), int(torch.randint(height, size=(1,)))
+        r = 0.5 * math.sqrt(1.0 - lam)
+        r_w_half, r_h_half = int(r * width), int(r * height)
+        x1, y1 = max(r_x - r_w_half, 0), max(r_y - r_h_half, 0)
+        x2, y2 = min(r_x + r_w_half, width), min(r_y + r_h_half, height)
+        return (x1, y1, x2, y2), float(1.0 - (x2 - x1) * (y2 - y1) / (width * height))
+
+    box, lam_adjusted = _replay_draws(state, draws)
     return out, y, {"box": box, "lam_adjusted": lam_adjusted}
 
 

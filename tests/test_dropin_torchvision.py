@@ -1,11 +1,11 @@
 """mixup_fused.MixUp / CutMix as drop-ins for torchvision.transforms.v2's.
 
-The peer is torchvision's op sequence as ``bench.peers`` writes it once
-(``tv_mixup``, ``tv_cutmix``: make_params, then the image and label
-transforms of torchvision/transforms/v2/_augment.py). With torch's global RNG
-seeded the same way, both draw the same lam and box; images must agree up to
-rounding (float32: a few ulp; bfloat16: torchvision rounds three times, we
-once) and labels within float32 rounding.
+The peer is the real torchvision (``bench.peers.tv_mixup`` / ``tv_cutmix``
+call ``v2.MixUp`` / ``v2.CutMix`` and read back the draws they made); these
+tests run in the torch 2.14.1 environment and skip where torchvision is not
+installed. With torch's global RNG seeded the same way, both draw the same lam
+and box; images must agree up to rounding (float32: a few ulp; bfloat16:
+torchvision rounds three times, we once) and labels within float32 rounding.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import torch
 from conftest import ulp
 from torch.nn.functional import one_hot
 
-from bench.peers import tv_cutmix, tv_mixup, tv_perm
-from mixup_fused import CutMix, MixUp
-from mixup_fused.reference import mix_images_reference
+pytest.importorskip("torchvision.transforms.v2", reason="the real torchvision (the torch 2.14.1 environment)")
+
+from bench.peers import tv_cutmix, tv_mixup, tv_perm  # noqa: E402
+from mixup_fused import CutMix, MixUp  # noqa: E402
+from mixup_fused.reference import mix_images_reference  # noqa: E402
 
 B, C, H, W = 6, 3, 12, 10
 K = 7

@@ -54,8 +54,8 @@ PROVIDERS: list[Provider] = [
     Provider("naive", "naive torch", "convert", ("uint8",), theirs.naive_uint8),
     Provider("naive", "naive torch", "copy", ("cutmix",), theirs.naive_cutmix),
     Provider("naive_autograd", "naive torch (autograd)", "copy", ("backward",), theirs.naive_backward),
-    Provider("tv_mixup", "torchvision v2 MixUp ops", "copy", ("mixup",), theirs.tv_mixup),
-    Provider("tv_cutmix", "torchvision v2 CutMix ops", "copy", ("cutmix",), theirs.tv_cutmix),
+    Provider("tv_mixup", "torchvision v2 MixUp", "copy", ("mixup",), theirs.tv_mixup),
+    Provider("tv_cutmix", "torchvision v2 CutMix", "copy", ("cutmix",), theirs.tv_cutmix),
     Provider("kornia_mixup", "kornia RandomMixUpV2", "copy", ("elem",), theirs.kornia_mixup, quick=False),
     Provider("kornia_cutmix", "kornia RandomCutMixV2", "copy", ("cutmix",), theirs.kornia_cutmix, quick=False),
     Provider("timm_batch", "timm Mixup batch", "inplace", ("mixup",), theirs.timm_batch),
@@ -104,7 +104,11 @@ def providers_for(case: Case, *, quick: bool, only: set[str] | None = None, skip
 def availability() -> dict:
     """What was importable in this run (recorded in the results)."""
     out = {}
-    for name, probe in (("timm", theirs.timm_module), ("kornia", theirs.kornia_classes)):
+    for name, probe in (
+        ("timm", theirs.timm_module),
+        ("kornia", theirs.kornia_classes),
+        ("torchvision", theirs.torchvision_module),
+    ):
         try:
             probe()
             out[name] = True

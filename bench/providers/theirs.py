@@ -36,6 +36,11 @@ def timm_module():
     return _optional("timm", peers.load_timm)
 
 
+def torchvision_module():
+    """``torchvision.transforms.v2``, or Skip."""
+    return _optional("torchvision", peers.torchvision_v2)
+
+
 def kornia_classes():
     """kornia's ``(RandomMixUpV2, RandomCutMixV2)``, or Skip."""
     return _optional("kornia", peers.load_kornia)
@@ -200,36 +205,41 @@ def timm_uint8(inp: Inputs) -> Prepared:
 
 
 # ---------------------------------------------------------------------------
-# torchvision v2 op sequence
+# torchvision v2 (the real transforms)
 # ---------------------------------------------------------------------------
 
 
+def _tv_transform(inp: Inputs, name: str):
+    require_images(inp, f"torchvision's {name}")
+    v2 = torchvision_module()
+    return getattr(v2, name)(alpha=1.0, num_classes=inp.case.num_classes)
+
+
 def tv_mixup(inp: Inputs) -> Prepared:
-    require_images(inp, "torchvision's MixUp")
+    transform = _tv_transform(inp, "MixUp")
     c = inp.case
-    dist = peers.tv_lam_dist(1.0)
 
     def check():
-        out, y = peers.tv_mixup_apply(inp.x, inp.target, inp.lam, c.num_classes)
-        return check_mix(inp, out, y, peers.tv_perm(c.batch, inp.x.device), inp.lam, label_smoothing=0.0)
+        torch.manual_seed(1234)
+        out, y, params = peers.tv_mixup(inp.x, inp.target, num_classes=c.num_classes, transform=transform)
+        return check_mix(inp, out, y, peers.tv_perm(c.batch, inp.x.device), params["lam"], label_smoothing=0.0)
 
-    fn = lambda: peers.tv_mixup(inp.x, inp.target, num_classes=c.num_classes, dist=dist)
-    return Prepared(fn, check, note="roll(1, 0) pairing, no smoothing")
+    return Prepared(lambda: transform(inp.x, inp.target), check, note="roll(1, 0) pairing, no smoothing")
 
 
 def tv_cutmix(inp: Inputs) -> Prepared:
-    require_images(inp, "torchvision's CutMix")
+    transform = _tv_transform(inp, "CutMix")
     c = inp.case
-    dist = peers.tv_lam_dist(1.0)
-    y0, y1, x0, x1 = (int(v) for v in inp.boxes[0])
 
     def check():
-        out, y = peers.tv_cutmix_apply(inp.x, inp.target, (x0, y0, x1, y1), inp.box_lam, c.num_classes)
+        torch.manual_seed(1234)
+        out, y, params = peers.tv_cutmix(inp.x, inp.target, num_classes=c.num_classes, transform=transform)
+        x1, y1, x2, y2 = params["box"]
+        boxes = torch.tensor([[y1, y2, x1, x2]] * c.batch, dtype=torch.int64, device=inp.x.device)
         perm = peers.tv_perm(c.batch, inp.x.device)
-        return check_mix(inp, out, y, perm, inp.box_lam, boxes=inp.boxes, label_smoothing=0.0)
+        return check_mix(inp, out, y, perm, params["lam_adjusted"], boxes=boxes, label_smoothing=0.0)
 
-    fn = lambda: peers.tv_cutmix(inp.x, inp.target, num_classes=c.num_classes, dist=dist)
-    return Prepared(fn, check, note="roll(1, 0) pairing, no smoothing")
+    return Prepared(lambda: transform(inp.x, inp.target), check, note="roll(1, 0) pairing, no smoothing")
 
 
 # ---------------------------------------------------------------------------
