@@ -28,6 +28,7 @@ LIGHT_VENV := $(CURDIR)/.venv-2.13
 LIGHT_TREE := build/torch-2.13
 LIGHT_TORCH := torch==2.13.0
 LIGHT_TRITON := triton==3.9.0
+LIGHT_ARGS ?= -m "not slow"
 
 .PHONY: setup build test test-here test-light bench lint clean
 
@@ -75,9 +76,14 @@ test-light:
 	@git ls-files -z --cached --others --exclude-standard | xargs -0 tar cf - --ignore-failed-read 2>/dev/null \
 		| tar xf - -C $(LIGHT_TREE)
 	$(MAKE) --no-print-directory -C $(LIGHT_TREE) test-here VENV=$(LIGHT_VENV) TORCH_SPEC="$(LIGHT_TORCH)" \
-		TRITON_SPEC="$(LIGHT_TRITON)" PEERS=light ARGS="$(ARGS)"
+		TRITON_SPEC="$(LIGHT_TRITON)" PEERS=light ARGS='$(LIGHT_ARGS) $(ARGS)'
 
-test: lint test-here test-light
+# The two environments run side by side (each output is printed whole): on two
+# cores that takes well under the sum of the two. The tests marked slow (tensors
+# past 2**31 elements, the benchmark's quick run) run in the main environment
+# only, so that two of them never hold their memory at once.
+test: lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-here test-light
 
 bench: build
 	$(VPY) -m bench $(ARGS)
