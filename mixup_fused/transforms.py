@@ -55,6 +55,7 @@ def _find_labels_default(inputs):
     if key is None:
         raise ValueError(
             "Could not infer where the labels are in the sample. Try passing a callable as the labels_getter parameter?"
+            "If there are no labels in the sample by design, pass labels_getter=None."
         )
     return inputs[key]
 
