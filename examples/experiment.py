@@ -92,13 +92,30 @@ def summarise(values):
     return {"mean": mean, "std": std, "min": min(values), "max": max(values), "values": values}
 
 
-def git_commit() -> str:
+def git_state() -> dict:
+    """HEAD's commit id and the paths with uncommitted changes (``git status --porcelain``), at the time of the call."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, capture_output=True, text=True).stdout
     except OSError:
-        return "unknown"
+        return {"commit": "unknown", "uncommitted": []}
+    return {"commit": head or "unknown", "uncommitted": [line[3:] for line in status.splitlines() if line.strip()]}
+
+
+def git_commit() -> str:
+    """The short commit id, with ``+dirty`` when the tree has uncommitted changes."""
+    state = git_state()
+    return state["commit"][:7] + ("+dirty" if state["uncommitted"] else "")
+
+
+def plot_band(ax, epochs, curves, label: str, colour: str):
+    """The mean of ``curves`` (one list of values per seed, at ``epochs``) as a line, their min-max as a band."""
+    n = min(len(c) for c in curves)
+    epochs = epochs[:n]
+    ax.plot(epochs, [statistics.fmean(c[e] for c in curves) for e in range(n)], label=label, color=colour)
+    lo = [min(c[e] for c in curves) for e in range(n)]
+    hi = [max(c[e] for c in curves) for e in range(n)]
+    ax.fill_between(epochs, lo, hi, color=colour, alpha=0.2)
 
 
 def main(argv=None):
@@ -169,19 +186,47 @@ def main(argv=None):
     bar.close()
 
     results = collect(args, runs, overhead, time.perf_counter() - t_start)
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, args.name)
-    with open(base + ".json", "w") as f:
-        json.dump(results, f, indent=2)
-    markdown = to_markdown(results, os.path.basename(base) + ".png")
-    with open(base + ".md", "w") as f:
-        f.write(markdown)
-    print(markdown)
+    base = write_results(results, args.out, args.name, to_markdown)
     if runs:
         plot(results, base + ".png")
         print(f"wrote {base}.md, {base}.json, {base}.png")
     else:
         print(f"wrote {base}.md, {base}.json")
+
+
+def write_results(results: dict, out: str, name: str, to_markdown) -> str:
+    """``OUT/NAME.json`` (the results) and ``OUT/NAME.md`` (``to_markdown(results, "NAME.png")``, also printed).
+    Returns ``OUT/NAME``, for the plot."""
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, name)
+    with open(base + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    markdown = to_markdown(results, name + ".png")
+    with open(base + ".md", "w") as f:
+        f.write(markdown)
+    print(markdown)
+    return base
+
+
+def save_figure(fig, path: str, title: str, dpi: int):
+    """Title the figure (small print: data, machine), lay it out, write it, free it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def run_s(report: dict) -> float:
+    """A run's time on its own clock: the data set, then every epoch's training and evaluation."""
+    return report["timing"]["data_load_s"] + sum(h["train_s"] + h["eval_s"] for h in report["history"])
+
+
+def run_settings(report: dict) -> dict:
+    """The data set, model and optimiser settings of a training run, from its report."""
+    keys = ("dataset", "batch_size", "width", "blocks", "lr", "weight_decay")
+    return {k: report["settings"][k] for k in keys}
 
 
 def step_ms(t: dict) -> float:
@@ -203,9 +248,6 @@ def collect(args, runs, overhead, wall_s) -> dict:
         summary[method] = row
     first = (runs or overhead)[0]["report"]
 
-    def run_s(report):  # the run's own clock: data set, every epoch's training and evaluation
-        return report["timing"]["data_load_s"] + sum(h["train_s"] + h["eval_s"] for h in report["history"])
-
     return {
         "command": " ".join(["python", "examples/experiment.py", *sys.argv[1:]]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -215,14 +257,9 @@ def collect(args, runs, overhead, wall_s) -> dict:
         "jobs": args.jobs,
         "environment": first["environment"],
         "settings": {
-            "dataset": first["settings"]["dataset"],
+            **run_settings(first),
             "epochs": args.epochs,
             "seeds": args.seeds,
-            "batch_size": first["settings"]["batch_size"],
-            "width": first["settings"]["width"],
-            "blocks": first["settings"]["blocks"],
-            "lr": first["settings"]["lr"],
-            "weight_decay": first["settings"]["weight_decay"],
             "threads": args.threads,
             "methods": {m: METHODS[m] for m in args.methods},
             "extra_train_args": args.train_args,
@@ -324,27 +361,15 @@ def plot(res: dict, path: str):
     ax = axes[3]
     for m in methods:
         hists = [[h for h in r["report"]["history"] if "test_error" in h] for r in res["runs"] if r["method"] == m]
-        n = min(len(h) for h in hists)
-        epochs = [h["epoch"] for h in hists[0][:n]]
         curves = [[100 * h["test_error"] for h in hist] for hist in hists]
-        mean = [statistics.fmean(c[e] for c in curves) for e in range(n)]
-        ax.plot(epochs, mean, label=m, color=colours.get(m, "tab:green"))
-        lo = [min(c[e] for c in curves) for e in range(n)]
-        hi = [max(c[e] for c in curves) for e in range(n)]
-        ax.fill_between(epochs, lo, hi, color=colours.get(m, "tab:green"), alpha=0.2)
+        plot_band(ax, [h["epoch"] for h in hists[0]], curves, m, colours.get(m, "tab:green"))
     ax.set_xlabel("epoch")
     ax.set_title("test error (%) per epoch (min-max band)")
     ax.legend()
     ax.grid(alpha=0.3, which="both")
     s, env = res["settings"], res["environment"]
-    fig.suptitle(
-        f"{s['dataset']}; {s['epochs']} epochs, {len(s['seeds'])} seeds (bars: mean ± std, dots: seeds); "
-        f"{env['machine']}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = f"{s['dataset']}; {s['epochs']} epochs, {len(s['seeds'])} seeds (bars: mean ± std, dots: seeds); "
+    save_figure(fig, path, title + env["machine"], dpi=110)
 
 
 if __name__ == "__main__":

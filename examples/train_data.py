@@ -2,7 +2,9 @@
 
 * ``shapes`` (the default, embedded): ten classes of procedurally drawn shapes
   on noisy, cluttered backgrounds, generated from a seed in a second or two.
-  Nothing is downloaded and nothing needs installing.
+  Nothing is downloaded and nothing needs installing. The ``plain`` style
+  draws the same shapes without clutter or low contrast, on quieter
+  backgrounds: an easier task, for experiments on small budgets.
 * CIFAR-10 in torchvision's format (the ``cifar-10-batches-py`` folder: python
   pickles ``data_batch_1..5`` and ``test_batch``), read with pickle and numpy.
 * An ImageFolder (``root/train/<class>/*`` and ``root/val/<class>/*`` or
@@ -108,6 +110,19 @@ def _finish(name, train_x, train_y, test_x, test_y, classes) -> DataSet:
     )
 
 
+def corrupt_labels(labels: torch.Tensor, num_classes: int, share: float, seed: int):
+    """Label noise as in Zhang et al. (2017) and the Mixup paper: ``round(share * N)`` labels, chosen at random,
+    are each replaced by a class drawn uniformly from all ``num_classes`` (so about one in ``num_classes`` keeps
+    its class). Deterministic in ``seed``. Returns the new labels and the (sorted) indices of those that changed."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"label noise: the share of corrupted labels must be in [0, 1], got {share}")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(labels.shape[0], generator=gen)[: round(share * labels.shape[0])]
+    noisy = labels.clone()
+    noisy[chosen] = torch.randint(0, num_classes, (chosen.numel(),), generator=gen, dtype=labels.dtype)
+    return noisy, torch.nonzero(noisy != labels).flatten()
+
+
 # ----------------------------------------------------------------------------
 # Embedded data: procedurally drawn shapes
 # ----------------------------------------------------------------------------
@@ -170,8 +185,17 @@ def _smooth_field(rng: np.random.Generator, n: int, size: int, grid: int, channe
     return t.numpy()
 
 
-def _render_shapes(rng: np.random.Generator, label: np.ndarray, size: int, supersample: int = 2) -> np.ndarray:
-    """Draw one shape per image (class ``label``) on a cluttered, noisy background. Returns float32 [n, 3, S, S]."""
+# Per style: (probability of each of the two clutter shapes, largest pull of the object's colour towards the
+# background, weight of the background field against a flat grey).
+SHAPE_STYLES = {"cluttered": (0.5, 0.5, 1.0), "plain": (0.0, 0.0, 0.3)}
+
+
+def _render_shapes(
+    rng: np.random.Generator, label: np.ndarray, size: int, style: str = "cluttered", supersample: int = 2
+) -> np.ndarray:
+    """Draw one shape per image (class ``label``) on a noisy background, cluttered and of varying contrast in the
+    default style (see ``SHAPE_STYLES``). Returns float32 [n, 3, S, S]."""
+    clutter_prob, max_pull, background = SHAPE_STYLES[style]
     n = label.shape[0]
     S = size * supersample
     coords = (np.arange(S, dtype=np.float32) + 0.5) / S * 2.0 - 1.0  # pixel centres in [-1, 1]
@@ -192,10 +216,12 @@ def _render_shapes(rng: np.random.Generator, label: np.ndarray, size: int, super
 
     # Background: a smooth colour field plus a finer texture.
     img = 0.9 * _smooth_field(rng, n, size, 3, 3) + 0.1 * _smooth_field(rng, n, size, 9, 3)
+    if background < 1.0:
+        img = background * img + (1.0 - background) * 0.5
 
     # Clutter: 0 to 2 small shapes of random classes, drawn before the object (the object may hide them).
     for _ in range(2):
-        idx = np.flatnonzero(rng.random(n) < 0.5)
+        idx = np.flatnonzero(rng.random(n) < clutter_prob)
         k = idx.size
         c_label = rng.integers(0, len(SHAPE_CLASSES), k)
         centre = rng.uniform(-0.9, 0.9, (2, k))
@@ -214,15 +240,15 @@ def _render_shapes(rng: np.random.Generator, label: np.ndarray, size: int, super
     lean = rng.uniform(0.2, 0.9, (n, 1, 1, 1)).astype(np.float32)
     colour = (1 - lean) * CLASS_COLOURS[label][:, :, None, None] + lean * rng.random((n, 3, 1, 1), dtype=np.float32)
     # Low contrast on purpose for some images: the colour is pulled towards the background.
-    pull = rng.uniform(0.0, 0.5, (n, 1, 1, 1)).astype(np.float32)
+    pull = rng.uniform(0.0, max_pull, (n, 1, 1, 1)).astype(np.float32)
     img = cov * ((1 - pull) * colour + pull * img) + (1 - cov) * img
 
     noise = rng.uniform(0.02, 0.06, (n, 1, 1, 1)).astype(np.float32)
     return img + noise * rng.standard_normal(img.shape, dtype=np.float32)
 
 
-def make_shapes(n_train: int, n_test: int, size: int = 32, seed: int = 0, chunk: int = 1000):
-    """The embedded data set: ``n_train`` / ``n_test`` balanced images of ten shape classes.
+def make_shapes(n_train: int, n_test: int, size: int = 32, seed: int = 0, chunk: int = 1000, style="cluttered"):
+    """The embedded data set: ``n_train`` / ``n_test`` balanced images of ten shape classes, in ``style``.
 
     Deterministic in ``seed`` (train and test come from separate streams, so
     ``n_train`` does not change the test set)."""
@@ -235,13 +261,14 @@ def make_shapes(n_train: int, n_test: int, size: int = 32, seed: int = 0, chunk:
         out = np.empty((n, 3, size, size), dtype=np.uint8)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            img = _render_shapes(rng, label[lo:hi], size)
+            img = _render_shapes(rng, label[lo:hi], size, style)
             out[lo:hi] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return out, label
 
     train_x, train_y = split(n_train, streams[0])
     test_x, test_y = split(n_test, streams[1])
-    return _finish(f"shapes (seed {seed})", train_x, train_y, test_x, test_y, SHAPE_CLASSES)
+    name = f"shapes (seed {seed})" if style == "cluttered" else f"shapes, {style} (seed {seed})"
+    return _finish(name, train_x, train_y, test_x, test_y, SHAPE_CLASSES)
 
 
 # ----------------------------------------------------------------------------
@@ -358,12 +385,10 @@ def load_image_folder(path: str, size: int, progress: bool = False) -> DataSet:
     )
 
 
-def load_data(
-    path: str | None, *, image_size: int = 32, n_train: int = 8000, n_test: int = 2000, seed: int = 0, progress=False
-):
-    """The embedded shapes when ``path`` is None, else CIFAR-10 or an ImageFolder found at ``path``."""
+def load_data(path: str | None, *, image_size=32, n_train=8000, n_test=2000, seed=0, progress=False, style="cluttered"):
+    """The embedded shapes (in ``style``) when ``path`` is None, else CIFAR-10 or an ImageFolder found at ``path``."""
     if path is None:
-        return make_shapes(n_train, n_test, image_size, seed)
+        return make_shapes(n_train, n_test, image_size, seed, style=style)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--data {path}: not a directory")
     if _cifar_dir(path) is not None:
@@ -371,14 +396,14 @@ def load_data(
     return load_image_folder(path, image_size, progress)
 
 
-def save_preview(path: str, per_class: int = 10, size: int = 32, seed: int = 0):
+def save_preview(path: str, per_class: int = 10, size: int = 32, seed: int = 0, style: str = "cluttered"):
     """A grid of embedded images, one row per class (needs matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ds = make_shapes(per_class * len(SHAPE_CLASSES) * 2, 0, size, seed)
+    ds = make_shapes(per_class * len(SHAPE_CLASSES) * 2, 0, size, seed, style=style)
     fig, axes = plt.subplots(len(SHAPE_CLASSES), per_class, figsize=(per_class * 0.8, len(SHAPE_CLASSES) * 0.85))
     for k, name in enumerate(SHAPE_CLASSES):
         idx = torch.nonzero(ds.train_y == k).flatten()[:per_class]
@@ -399,7 +424,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Write a preview grid of the embedded shapes.")
     parser.add_argument("out", nargs="?", default=os.path.join(os.path.dirname(__file__), "results", "shapes.png"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", choices=sorted(SHAPE_STYLES), default="cluttered")
+    parser.add_argument("--image-size", type=int, default=32)
     a = parser.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    save_preview(a.out, seed=a.seed)
+    save_preview(a.out, size=a.image_size, seed=a.seed, style=a.style)
     print(f"wrote {a.out}")
