@@ -56,22 +56,56 @@ def test_device_sampler_reads_nothing_back(monkeypatch, mode):
     assert torch.equal(out, ref[:n]) and torch.allclose(y, ref_y[:n], atol=1e-6)
 
 
+def _loss_bound(model, x, y):
+    """How far two float32 evaluations of the soft-target cross entropy may
+    be apart (eager and inductor associate the sums differently): each within
+    n roundings of its terms -- K products and sums per row, B rows, and a few
+    ulps for exp and log in the log-sum-exp -- of y * (|z| + |logsumexp z|)."""
+    from conftest import error_bound
+
+    with torch.no_grad():
+        z = model(x).double()
+        mag = (y.double() * (z.abs() + torch.logsumexp(z, 1, keepdim=True).abs())).sum(1).mean()
+    B, K = y.shape
+    return float(2 * error_bound(mag, K + B + 8, torch.float32))
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("mode", ["batch", "elem"])
-def test_device_sampled_step_compiles_fullgraph(mode):
+def test_device_sampled_step_compiles_fullgraph(mode, grad):
+    """The compiled step (one graph, no breaks) gives eager's numbers: the
+    mixed images and targets bit for bit and the loss within its rounding
+    bound. Without autograd it also makes eager's draws from the same seed;
+    with it, AOTAutograd may order the draws differently, so eager replays the
+    compiled step's own draws."""
     torch._dynamo.reset()
     m = mf.Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=5, sampler="device")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
 
     def step(x, t):
-        x, y = m(x, t)
-        return mf.soft_target_cross_entropy(model(x), y)
+        params = m.sample_params(x.shape[0], tuple(x.shape[-2:]), x.device)
+        x, y = m.apply(x, t, params)
+        return x, y, mf.soft_target_cross_entropy(model(x), y), params.lam, params.perm, params.boxes
 
-    compiled = torch.compile(step, fullgraph=True)
     x = torch.randn(4, 3, 8, 8)
     t = torch.randint(0, 5, (4,))
-    torch.manual_seed(3)
-    loss_c = compiled(x.clone(), t)
-    assert torch.isfinite(loss_c)
+    # Inductor's own RNG would draw other numbers than eager's.
+    with torch._inductor.config.patch(fallback_random=True), torch.set_grad_enabled(grad):
+        compiled = torch.compile(step, fullgraph=True)
+        for seed in (3, 4):
+            torch.manual_seed(seed)
+            xc, yc, loss_c, lam, perm, boxes = compiled(x.clone(), t)
+            if not grad:
+                torch.manual_seed(seed)
+                _, _, _, lam_e, perm_e, boxes_e = step(x.clone(), t)
+                assert torch.equal(lam, lam_e) and torch.equal(perm, perm_e), "compiled draws differ from eager's"
+                assert (boxes is None) == (boxes_e is None) and (boxes is None or torch.equal(boxes, boxes_e))
+            ex, ey = mix_reference(x, t, perm, lam, num_classes=5, label_smoothing=0.1, boxes=boxes)
+            assert torch.equal(xc, ex) and torch.equal(yc, ey), "compiled images or targets differ from eager"
+            loss_e = mf.soft_target_cross_entropy(model(ex), ey)
+            assert loss_c.requires_grad == grad
+            lc, le = float(loss_c.detach()), float(loss_e.detach())
+            assert abs(lc - le) <= _loss_bound(model, ex, ey), (lc, le)
 
 
 @pytest.mark.gpu

@@ -16,12 +16,14 @@ import sys
 
 import pytest
 import torch
-from conftest import CPU_BACKENDS, HAS_TRITON, assert_matches
+from conftest import CPU_BACKENDS, HAS_TRITON, assert_matches, error_bound
 
 import mixup_fused as mf
 from mixup_fused.reference import mix_reference
 
 F32 = torch.float32
+
+pytestmark = pytest.mark.usefixtures("poison_outputs")  # every target element is written
 
 
 def _images(B, dtype, seed=0):
@@ -114,8 +116,8 @@ def test_imagenet21k(backend):
     for eps in (0.0, 0.1):
         out, y = mf.mix(x, target, perm, lam, num_classes=K, label_smoothing=eps, backend=backend)
         want_x, want_y = mix_reference(x, target, perm, lam, num_classes=K, label_smoothing=eps)
-        assert_matches(out, want_x, what="images")
-        assert_matches(y, want_y, what="targets")
+        assert_matches(out, want_x, what="images", backend=backend)
+        assert_matches(y, want_y, what="targets", backend=backend)
         assert float((y.double() - _expected_smoothed(target, perm, lam, K, eps)).abs().max()) < 1e-7
         if eps == 0.0:
             _check_exact_rows(y, target, perm, lam, K)
@@ -125,7 +127,8 @@ def test_imagenet21k(backend):
     want = (lam.double().view(-1, 1) * (soft.double() * 0.9 + 0.1 / K)) + (1 - lam.double().view(-1, 1)) * (
         soft.double()[perm] * 0.9 + 0.1 / K
     )
-    assert float(((y.double() - want).abs() / want).max()) < 1e-5
+    # float32: the smoothing (two roundings), the weights (one) and the mix (three) of positive terms.
+    assert bool(((y.double() - want).abs() <= error_bound(want, 6, F32)).all())
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
@@ -158,7 +161,8 @@ def test_soft_targets_are_not_rounded_to_the_image_dtype(backend):
         assert y.dtype == F32
         want = lam.double().view(-1, 1) * soft64 + (1 - lam.double().view(-1, 1)) * soft64[perm]
         # bfloat16 keeps 8 bits: rounding to it would be off by ~4e-3 relative.
-        assert float((y.double() - want).abs().max()) < 1e-6
+        # float32: the soft values (one rounding), the weights (one) and the mix (three).
+        assert bool(((y.double() - want).abs() <= error_bound(want, 5, F32)).all())
 
 
 # ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Ahead-of-time compilation of the Triton kernel for sm_80 and sm_90, with no
 GPU: every configuration the launcher can pick compiles, aligned rows get
-128-bit loads and stores, row offsets are int64, and the launcher never picks
-a configuration that ``kernel_configs()`` does not list.
+128-bit loads and stores, row offsets are int64, no floating-point FMA is
+emitted (the launcher turns fp fusion off), and the launcher never picks a
+configuration that ``kernel_configs()`` does not list.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ def test_kernel_config_compiles(index, arch):
         assert _row_base_is_int64(ttir, y_ptr), "target row offset is not int64"
     # ... which reaches the PTX as a 64-bit multiply of the row index.
     assert re.search(r"\bmul\.(wide\.[su]32|lo\.[su]64)\b", ptx)
+    # No FMA contraction: every product and sum is rounded on its own, as in
+    # the reference and the C++ kernel (the README's bit-for-bit claim).
+    fused = sorted({m.group(0) for m in triton_aot.FLOAT_FMA.finditer(ptx)})
+    assert not fused, f"floating-point FMA in the PTX: {fused}"
+
+
+def test_fma_check_sees_contraction():
+    """The FMA check is not blind: with contraction allowed, the float32
+    mixup kernel (w * a + r * b) compiles to fma.rn.f32."""
+    cfg = next(c for c in CONFIGS if c["x"] == torch.float32 and not (c["CUTMIX"] or c["INPLACE"] or c["BACKWARD"]))
+    ptx = triton_aot.compile_config(cfg, 90, fp_fusion=True).asm["ptx"]
+    assert triton_aot.FLOAT_FMA.search(ptx), "no FMA even with fp fusion on: the regex or the kernel changed"
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
@@ -119,11 +132,11 @@ class _LaunchRecorder:
         return lambda *args, **kwargs: self.calls.append((args, kwargs))
 
 
-def _launcher_choices(monkeypatch):
+def _launcher_choices(monkeypatch, recorder=None):
     """Run the ops-level Triton paths on meta tensors over the documented input
     space and record each launch's dtypes and flags."""
     meta = torch.device("meta")
-    recorder = _LaunchRecorder()
+    recorder = recorder or _LaunchRecorder()
     monkeypatch.setattr(launcher, "mix_images_targets_kernel", recorder)
     B, K = 3, 5
     for xdt in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8):
@@ -156,6 +169,16 @@ def _launcher_choices(monkeypatch):
         cfg.update(x=args[0].dtype, out=args[1].dtype)
         choices[_key(cfg)] = cfg
     return choices
+
+
+def test_every_launch_turns_fp_fusion_off(monkeypatch):
+    """The launcher compiles with ``enable_fp_fusion=False`` for every
+    configuration: what the PTX checks above compile with."""
+    recorder = _LaunchRecorder()
+    monkeypatch.setattr(launcher, "mix_images_targets_kernel", recorder)
+    _launcher_choices(monkeypatch, recorder)
+    assert recorder.calls
+    assert all(kwargs.get("enable_fp_fusion") is False for _, kwargs in recorder.calls)
 
 
 def test_every_launcher_choice_is_listed_and_every_listed_config_is_reachable(monkeypatch):

@@ -21,7 +21,10 @@ from triton.runtime.jit import JITFunction
 from mixup_fused.triton import kernel as _kernel
 from mixup_fused.triton.kernel import NUM_WARPS, kernel_configs
 
-__all__ = ["compilable_kernel", "compile_config", "kernel_configs", "ptx_instructions", "ptx_reads"]
+__all__ = ["FLOAT_FMA", "compilable_kernel", "compile_config", "kernel_configs", "ptx_instructions", "ptx_reads"]
+
+# A fused multiply-add on floating point values (integer mad.lo / mad.wide are fine).
+FLOAT_FMA = re.compile(r"\b(?:fma|mad)(?:\.\w+)*?\.(?:f16|bf16|f32|f64)(?:x2)?\b")
 
 _TL_TYPES = {
     torch.float32: "fp32",
@@ -56,8 +59,9 @@ def compilable_kernel() -> JITFunction:
     return _COMPILABLE
 
 
-def compile_config(cfg: dict, arch: int = 90, aligned: bool = True):
-    """Compile one configuration for ``sm_<arch>`` with no GPU. ``aligned``
+def compile_config(cfg: dict, arch: int = 90, aligned: bool = True, fp_fusion: bool = False):
+    """Compile one configuration for ``sm_<arch>`` with no GPU, with the
+    launcher's options (no FMA contraction unless ``fp_fusion``). ``aligned``
     gives the pointers 16-byte alignment and the lengths divisibility by 16,
     as Triton's specialisation sees typical image rows."""
     fn = compilable_kernel()
@@ -89,7 +93,7 @@ def compile_config(cfg: dict, arch: int = 90, aligned: bool = True):
         divisible = [n for n in names if signature[n].startswith("*")] + ["row_len", "x_stride", "out_stride"]
         attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
+    options = {"num_warps": NUM_WARPS, "enable_fp_fusion": fp_fusion}
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
