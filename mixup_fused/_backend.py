@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from . import _checks
-from ._layout import default_out_dtype, is_channels_last
+from ._layout import as_layout_of, default_out_dtype
 from ._registration import CPP_IMPORT_ERROR, HAS_CPP, grad_x
 from .reference import mix_images_reference, mix_inplace_reference, mix_targets_reference
 
@@ -96,7 +96,7 @@ def _mix_reference(x, target, perm, lam, boxes, num_classes, label_smoothing, me
     if check:
         _checks.check_values(x, target, perm, lam, boxes, num_classes, mean, std)
     out = mix_images_reference(x, perm, lam, boxes, mean, std, default_out_dtype(x, out_dtype))
-    out = out.contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+    out = as_layout_of(out, x)
     return out, mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
 
 

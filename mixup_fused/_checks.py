@@ -61,9 +61,52 @@ def check_inplace(x, out_dtype, memory_format, normalize: bool) -> None:
         _fail(ValueError, _INPLACE_NORMALIZE)
 
 
+MAP_DTYPES = (torch.int64, torch.int32, torch.uint8)
+CUT_MASK_DTYPES = (torch.bool, torch.uint8)
+_RANKS = "[B, C, T], [B, C, H, W] or [B, C, D, H, W]"
+
+
+def _spatial_of(x, name: str) -> tuple[int, ...]:
+    """x's spatial dims for an argument ``name`` that needs them (1 to 3)."""
+    if not 3 <= x.dim() <= 5:
+        _fail(ValueError, f"{name} need x of shape {_RANKS}, got x of shape {list(x.shape)}")
+    return tuple(x.shape[2:])
+
+
+def _check_map_like(name: str, t, x, dtypes, what: str) -> None:
+    """A per-pixel tensor ``[B, *spatial]`` or ``[B, 1, *spatial]`` of x's batch and spatial size."""
+    spatial = _spatial_of(x, name)
+    if t.dtype not in dtypes:
+        _fail(TypeError, f"{name} must be {what}, got {t.dtype}")
+    B = x.shape[0]
+    shape = tuple(t.shape)
+    if shape not in ((B, *spatial), (B, 1, *spatial)):
+        _fail(
+            ValueError,
+            f"{name} must have shape [B, *spatial] = {[B, *spatial]} or [B, 1, *spatial] (x is {list(x.shape)}), "
+            f"got {list(shape)}",
+        )
+
+
 def check_args(
-    x, target, perm, lam, boxes, num_classes, label_smoothing, mean=None, std=None, out_dtype=None, *, inplace=False
+    x,
+    target,
+    perm,
+    lam,
+    boxes,
+    num_classes,
+    label_smoothing,
+    mean=None,
+    std=None,
+    out_dtype=None,
+    *,
+    inplace=False,
+    cut_mask=None,
+    masks=None,
 ):
+    """Metadata rules of a mix. ``boxes`` are ``[B, 2n]`` for n spatial dims;
+    ``cut_mask`` (bool/uint8) and ``masks`` (integer label maps) are per pixel,
+    ``[B, *spatial]`` or ``[B, 1, *spatial]``."""
     normalize = mean is not None or std is not None
     if x.dim() < 1:
         _fail(ValueError, "x must have a batch dimension, got a 0-d tensor")
@@ -79,7 +122,9 @@ def check_args(
     if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
         _fail(TypeError, f"out_dtype must be a floating dtype, got {out_dtype}")
     B = x.shape[0]
-    for name, t in (("target", target), ("perm", perm), ("lam", lam), ("boxes", boxes), ("mean", mean), ("std", std)):
+    named = (("target", target), ("perm", perm), ("lam", lam), ("boxes", boxes), ("cut_mask", cut_mask),
+             ("masks", masks), ("mean", mean), ("std", std))  # fmt: skip
+    for name, t in named:
         if t is not None and t.device != x.device:
             _fail(ValueError, f"{name} is on {t.device} but x is on {x.device}; all tensors must be on the same device")
     if perm.dtype not in (torch.int64, torch.int32):
@@ -90,13 +135,22 @@ def check_args(
         _fail(TypeError, f"lam must be a floating tensor, got {lam.dtype}")
     if lam.dim() != 1 or lam.shape[0] != B:
         _fail(ValueError, f"lam must have shape [B] = [{B}], got {list(lam.shape)}")
+    if boxes is not None and cut_mask is not None:
+        _fail(ValueError, "cut_mask and boxes are exclusive: pass one of them")
     if boxes is not None:
-        if x.dim() != 4:
-            _fail(ValueError, f"boxes (CutMix) need x of shape [B, C, H, W], got x of shape {list(x.shape)}")
+        n = 2 * len(_spatial_of(x, "boxes (CutMix)"))
         if boxes.dtype in FLOAT_DTYPES or boxes.dtype in (torch.bool,) or boxes.is_complex():
             _fail(TypeError, f"boxes must be an integer tensor, got {boxes.dtype}")
-        if boxes.dim() != 2 or boxes.shape[0] != B or boxes.shape[1] != 4:
-            _fail(ValueError, f"boxes must have shape [B, 4] = [{B}, 4], got {list(boxes.shape)}")
+        if boxes.dim() != 2 or boxes.shape[0] != B or boxes.shape[1] != n:
+            _fail(
+                ValueError,
+                f"boxes must have shape [B, 2 * spatial dims] = [{B}, {n}] for x of shape {list(x.shape)} "
+                f"((lo, hi) per spatial dim), got {list(boxes.shape)}",
+            )
+    if cut_mask is not None:
+        _check_map_like("cut_mask", cut_mask, x, CUT_MASK_DTYPES, "a bool (or uint8) tensor")
+    if masks is not None:
+        _check_map_like("masks", masks, x, MAP_DTYPES, "an integer label map (int64, int32 or uint8)")
     check_num_classes(num_classes)
     check_label_smoothing(label_smoothing)
     if target.dtype in FLOAT_DTYPES:
@@ -123,6 +177,20 @@ def check_args(
         _fail(ValueError, _INPLACE_NORMALIZE)
 
 
+def box_error(i: int, row, spatial, d: int) -> str:
+    """The message for box row ``i`` whose spatial dim ``d`` is out of bounds."""
+    if len(spatial) == 2:
+        H, W = spatial
+        return (
+            f"boxes[{i}] = {tuple(row)} must satisfy 0 <= y0 <= y1 <= H = {H} and 0 <= x0 <= x1 <= W = {W}, "
+            f"or be {tuple([-1] * len(row))} (NO_BOX) to mix that sample with lam"
+        )
+    return (
+        f"boxes[{i}] = {tuple(row)}: spatial dim {d} needs 0 <= lo <= hi <= {spatial[d]} (spatial size "
+        f"{tuple(spatial)}, (lo, hi) per dim), or the row all -1 (NO_BOX) to mix that sample with lam"
+    )
+
+
 def check_class_ids(target, num_classes: int, name: str = "target") -> None:
     """Every id in ``[0, num_classes)``; the message names the first that is not (``name[i] = v``)."""
     for i, v in enumerate(target.tolist()):
@@ -131,6 +199,7 @@ def check_class_ids(target, num_classes: int, name: str = "target") -> None:
 
 
 def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, *, inplace=False):
+    """(``cut_mask`` and ``masks`` have no value rules: any nonzero cuts, any label moves.)"""
     """Data-dependent checks; all conditions are reduced on the device and read
     back with a single synchronisation, then the first failure is explained."""
     B = x.shape[0]
@@ -150,11 +219,13 @@ def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, 
     else:
         ok.append(((target >= 0) & (target < num_classes)).all())
     if boxes is not None:
-        H, W = x.shape[2], x.shape[3]
+        spatial = tuple(x.shape[2:])
         b = boxes.long()
-        good = (b[:, 0] >= 0) & (b[:, 0] <= b[:, 1]) & (b[:, 1] <= H) & (b[:, 2] >= 0) & (b[:, 2] <= b[:, 3])
+        good = torch.ones(B, dtype=torch.bool, device=b.device)
+        for d, size in enumerate(spatial):
+            good = good & (b[:, 2 * d] >= 0) & (b[:, 2 * d] <= b[:, 2 * d + 1]) & (b[:, 2 * d + 1] <= size)
         no_box = (b == -1).all(dim=1)
-        ok.append(((good & (b[:, 3] <= W)) | no_box).all())
+        ok.append((good | no_box).all())
     else:
         ok.append(None)
     if mean is not None:
@@ -188,13 +259,13 @@ def check_values(x, target, perm, lam, boxes, num_classes, mean=None, std=None, 
     if target.dtype not in FLOAT_DTYPES:
         check_class_ids(target, num_classes)
     if boxes is not None:
-        for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
-            if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W) and (y0, y1, x0, x1) != (-1, -1, -1, -1):
-                _fail(
-                    ValueError,
-                    f"boxes[{i}] = ({y0}, {y1}, {x0}, {x1}) must satisfy 0 <= y0 <= y1 <= H = {H} "
-                    f"and 0 <= x0 <= x1 <= W = {W}, or be (-1, -1, -1, -1) to mix that sample with lam",
-                )
+        for i, row in enumerate(boxes.tolist()):
+            if all(v == -1 for v in row):
+                continue
+            for d, size in enumerate(spatial):
+                lo, hi = row[2 * d], row[2 * d + 1]
+                if not 0 <= lo <= hi <= size:
+                    _fail(ValueError, box_error(i, row, spatial, d))
     if mean is not None:
         for name, t in (("mean", mean), ("std", std)):
             for c, v in enumerate(t.tolist()):
