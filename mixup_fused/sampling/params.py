@@ -1,12 +1,17 @@
 """What a sampler produces: per-sample rows ready for one call of the op.
 
-A box row of ``NO_BOX`` (all -1) tells the op to blend that sample with lam
-(Mixup) instead of cutting; ``EMPTY_BOX`` leaves a sample untouched. That is
-how one launch mixes some samples and cuts others.
+A box is ``(lo, hi)`` per spatial dim, half-open, in dim order: ``(t0, t1)``
+for a ``[B, C, T]`` batch, ``(y0, y1, x0, x1)`` for ``[B, C, H, W]``,
+``(z0, z1, y0, y1, x0, x1)`` for ``[B, C, D, H, W]``. A box row of all -1
+(:func:`no_box`; ``NO_BOX`` in 2-D) tells the op to blend that sample with
+lam (Mixup) instead of cutting; an empty box (:func:`empty_box`;
+``EMPTY_BOX`` in 2-D) leaves a sample untouched. That is how one launch mixes
+some samples and cuts others.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
 
 import torch
@@ -14,10 +19,63 @@ import torch
 from ..reference import NO_BOX
 from .pairing import Pairing
 
-__all__ = ["EMPTY_BOX", "MODES", "NO_BOX", "MixParams", "MixupConfig", "draws_per_row", "scatter_rows", "to_device"]
+__all__ = [
+    "EMPTY_BOX",
+    "MODES",
+    "NO_BOX",
+    "MixParams",
+    "MixupConfig",
+    "draws_per_row",
+    "empty_box",
+    "need_spatial",
+    "no_box",
+    "scatter_rows",
+    "spatial_sizes",
+    "to_device",
+]
 
 EMPTY_BOX = (0, 0, 0, 0)
 MODES = ("batch", "pair", "elem", "half")
+SPATIAL_RANKS = (1, 2, 3)
+
+
+def no_box(spatial_dims: int = 2) -> tuple[int, ...]:
+    """The row that blends a sample with lam instead of cutting: all -1, ``2 * spatial_dims`` wide."""
+    return (-1,) * (2 * spatial_dims)
+
+
+def empty_box(spatial_dims: int = 2) -> tuple[int, ...]:
+    """The empty box, which leaves a sample unchanged: all 0, ``2 * spatial_dims`` wide."""
+    return (0,) * (2 * spatial_dims)
+
+
+def spatial_sizes(shape, name: str = "spatial_shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of 1 to 3 positive ints: ``(T,)``, ``(H, W)`` or ``(D, H, W)``."""
+    try:
+        sizes = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(
+            f"mixup_fused: {name} must be a sequence of ints (T,), (H, W) or (D, H, W), got {shape!r}"
+        ) from None
+    if len(sizes) not in SPATIAL_RANKS:
+        raise ValueError(
+            f"mixup_fused: {name} must have 1, 2 or 3 sizes ((T,), (H, W) or (D, H, W)), got {sizes} "
+            f"({len(sizes)} sizes)"
+        )
+    if min(sizes) < 1:
+        raise ValueError(f"mixup_fused: {name} must hold sizes >= 1, got {sizes}")
+    return sizes
+
+
+def need_spatial(img_size) -> tuple[int, ...]:
+    """The spatial shape CutMix cuts (``img_size = x.shape[2:]``), checked:
+    1, 2 or 3 sizes, each >= 1."""
+    if img_size is None or (hasattr(img_size, "__len__") and len(img_size) not in SPATIAL_RANKS):
+        raise ValueError(
+            "mixup_fused: CutMix needs x of shape [B, C, T], [B, C, H, W] or [B, C, D, H, W] "
+            f"(img_size = x.shape[2:], 1 to 3 sizes), got img_size={img_size!r}"
+        )
+    return spatial_sizes(img_size, "img_size")
 
 
 @dataclass(frozen=True)
@@ -62,9 +120,10 @@ class MixParams:
         pairing: the involution (``pairing.perm`` goes to the op).
         lam: float32 or float64 ``[B]``, the weight of each sample's own target; for rows
             that are blended (no box, or ``NO_BOX``) also of its own image.
-        boxes: int64 ``[B, 4]`` ``(y0, y1, x0, x1)`` or None (every row is
-            blended). Rows equal to ``NO_BOX`` are blended with lam,
-            ``EMPTY_BOX`` rows are left unchanged.
+        boxes: int64 ``[B, 2n]`` for ``n`` spatial dims, ``(lo, hi)`` per dim in
+            dim order (2-D: ``(y0, y1, x0, x1)``), or None (every row is
+            blended). Rows of all -1 (:func:`no_box`) are blended with lam,
+            empty rows (:func:`empty_box`) are left unchanged.
         mixes: False when no sample changes (the image pass can be skipped),
             True when some may, None when unknown without reading the device.
     """
@@ -97,8 +156,8 @@ class MixParams:
         boxes = self.boxes if bool(use_cut_n.any()) else None
         mixes = bool((self.lam != 1.0).any())
         if boxes is not None:
-            cut = (boxes != torch.tensor(NO_BOX)).any(1)
-            mixes = mixes or bool((cut & (boxes[:, 1] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 2])).any())
+            cut = (boxes != -1).any(1)  # not a NO_BOX row
+            mixes = mixes or bool((cut & (boxes[:, 1::2] > boxes[:, 0::2]).all(1)).any())
         return replace(self, boxes=boxes, mixes=mixes)
 
 
@@ -132,7 +191,7 @@ def scatter_rows(
     row ``k`` to ``first[k]`` only. Samples without a partner (odd B) and the
     second half in ``'half'`` keep lam = 1 and an empty box. Blended rows get
     ``NO_BOX`` and rows with lam == 1 ``EMPTY_BOX`` (an exact copy).
-    ``box_n`` None: no row cuts.
+    ``box_n`` (int64 ``[n, 2 * spatial dims]``) None: no row cuts.
     """
     B = pair.perm.shape[0]
     dev = pair.perm.device
@@ -151,16 +210,17 @@ def scatter_rows(
     if box_n is None:
         return MixParams(pair, lam, None)
     box_n = box_n.to(dev)
+    width = box_n.shape[1]
     # Built on the device (torch.tensor(list, device=cuda) would be a synchronous copy).
-    empty = torch.zeros(4, dtype=torch.int64, device=dev)  # EMPTY_BOX
-    blend = torch.full((4,), -1, dtype=torch.int64, device=dev)  # NO_BOX
+    empty = torch.zeros(width, dtype=torch.int64, device=dev)  # empty_box
+    blend = torch.full((width,), -1, dtype=torch.int64, device=dev)  # no_box
     # A row that cuts keeps its box; otherwise NO_BOX (blend with lam) or, when lam == 1, EMPTY (exact copy).
     box_n = torch.where(use_cut_n.unsqueeze(1), box_n, torch.where((lam_n != 1.0).unsqueeze(1), blend, empty))
     if rows is not None:
         keep, idx = rows
         boxes = torch.where(keep.unsqueeze(1), box_n[idx], empty)
     else:
-        boxes = empty.expand(B, 4).clone().index_copy_(0, pair.first, box_n)
+        boxes = empty.expand(B, width).clone().index_copy_(0, pair.first, box_n)
         if mode == "pair":
             boxes.index_copy_(0, pair.second, box_n)
     return MixParams(pair, lam, boxes)

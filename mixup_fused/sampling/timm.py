@@ -5,17 +5,60 @@ boxes and pairing as ``timm.data.Mixup`` (and ``FastCollateMixup`` for mode
 ``'half'``), with timm's arithmetic: the box functions below are timm's,
 called as timm calls them (float32 lam in the per-sample modes, a Python
 float in batch mode).
+
+The ``*_nd`` functions generalise timm's boxes to 1, 2 or 3 spatial dims
+(``(T,)``, ``(H, W)``, ``(D, H, W)``): a box is ``(lo, hi)`` per dim in dim
+order, half-open; the side ratio is ``(1 - lam) ** (1 / n)`` for ``n``
+spatial dims; centres (or, with minmax, all cut sizes and then all lows) are
+drawn in dim order, one ``np.random.randint`` call per dim as timm draws
+``y`` then ``x``. In 2-D they are timm's functions, draw for draw and bit for bit.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from .pairing import Pairing, flip_pairing, half_pairing, random_pairing
-from .params import MixParams, MixupConfig, draws_per_row, scatter_rows
+from .params import MixParams, MixupConfig, draws_per_row, need_spatial, scatter_rows, spatial_sizes
 
-__all__ = ["NumpySampler", "cutmix_bbox_and_lam", "rand_bbox", "rand_bbox_minmax"]
+__all__ = [
+    "NumpySampler",
+    "cutmix_bbox_and_lam",
+    "cutmix_box_and_lam_nd",
+    "rand_bbox",
+    "rand_bbox_minmax",
+    "rand_box_minmax_nd",
+    "rand_box_nd",
+]
+
+
+def side_ratio(lam, spatial_dims: int):
+    """The cut side over the image side, per dim: ``(1 - lam) ** (1 / n)`` for
+    ``n`` spatial dims (2-D: timm's ``np.sqrt(1 - lam)``). ``lam`` keeps its
+    numpy type, as in timm (a float32 lam gives float32 arithmetic)."""
+    if spatial_dims == 1:
+        return 1 - lam
+    if spatial_dims == 2:
+        return np.sqrt(1 - lam)
+    return (1 - lam) ** (1 / spatial_dims)
+
+
+def rand_box_nd(spatial_shape, lam, margin: float = 0.0, count=None) -> tuple:
+    """timm's ``rand_bbox`` in 1, 2 or 3 spatial dims: per dim a cut of
+    ``int(size * side_ratio(lam, n))`` around a uniform centre (drawn in dim
+    order), clipped to the image. Returns ``(lo0, hi0, lo1, hi1, ...)``."""
+    sizes = spatial_sizes(spatial_shape)
+    ratio = side_ratio(lam, len(sizes))
+    cuts = [int(size * ratio) for size in sizes]
+    margins = [int(margin * cut) for cut in cuts]
+    centres = [np.random.randint(m, size - m, size=count) for size, m in zip(sizes, margins, strict=True)]
+    box = []
+    for size, cut, c in zip(sizes, cuts, centres, strict=True):
+        box += (_clip(c - cut // 2, size), _clip(c + (cut + 1) // 2, size))
+    return tuple(box)
 
 
 def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
@@ -25,17 +68,7 @@ def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
     ``lam`` keeps its numpy type, as in timm: a float32 lam (per-sample modes)
     gives float32 arithmetic, a Python float (batch mode) float64.
     """
-    ratio = np.sqrt(1 - lam)
-    img_h, img_w = img_shape[-2:]
-    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
-    margin_y, margin_x = int(margin * cut_h), int(margin * cut_w)
-    cy = np.random.randint(0 + margin_y, img_h - margin_y, size=count)
-    cx = np.random.randint(0 + margin_x, img_w - margin_x, size=count)
-    yl = _clip(cy - cut_h // 2, img_h)
-    yh = _clip(cy + (cut_h + 1) // 2, img_h)
-    xl = _clip(cx - cut_w // 2, img_w)
-    xh = _clip(cx + (cut_w + 1) // 2, img_w)
-    return yl, yh, xl, xh
+    return rand_box_nd(tuple(img_shape[-2:]), lam, margin, count)
 
 
 def _clip(v, hi):
@@ -46,17 +79,23 @@ def _clip(v, hi):
     return np.int64(min(max(v, 0), hi))
 
 
+def rand_box_minmax_nd(spatial_shape, minmax, count=None) -> tuple:
+    """timm's ``rand_bbox_minmax`` in 1, 2 or 3 spatial dims: every cut size
+    uniform in ``[int(size * min), int(size * max))`` (drawn in dim order),
+    then every low uniform in ``[0, size - cut]`` (in dim order). Returns
+    ``(lo0, hi0, lo1, hi1, ...)``."""
+    if len(minmax) != 2:
+        raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {minmax!r}")
+    sizes = spatial_sizes(spatial_shape)
+    cuts = [np.random.randint(int(size * minmax[0]), int(size * minmax[1]), size=count) for size in sizes]
+    lows = [np.random.randint(0, size - cut + 1, size=count) for size, cut in zip(sizes, cuts, strict=True)]
+    return tuple(v for lo, cut in zip(lows, cuts, strict=True) for v in (lo, lo + cut))
+
+
 def rand_bbox_minmax(img_shape, minmax, count=None):
     """timm's ``rand_bbox_minmax``: sides uniform in ``[min, max)`` of the image
     side, placed uniformly inside the image. Returns ``(y0, y1, x0, x1)``."""
-    if len(minmax) != 2:
-        raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {minmax!r}")
-    img_h, img_w = img_shape[-2:]
-    cut_h = np.random.randint(int(img_h * minmax[0]), int(img_h * minmax[1]), size=count)
-    cut_w = np.random.randint(int(img_w * minmax[0]), int(img_w * minmax[1]), size=count)
-    yl = np.random.randint(0, img_h - cut_h + 1, size=count)
-    xl = np.random.randint(0, img_w - cut_w + 1, size=count)
-    return yl, yl + cut_h, xl, xl + cut_w
+    return rand_box_minmax_nd(tuple(img_shape[-2:]), minmax, count)
 
 
 def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam: bool = True, count=None):
@@ -72,10 +111,24 @@ def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam: bool = T
     return (yl, yu, xl, xu), lam
 
 
-def need_hw(img_size) -> tuple[int, int]:
-    if img_size is None:
-        raise ValueError("mixup_fused: CutMix needs images of shape [B, C, H, W]")
-    return int(img_size[-2]), int(img_size[-1])
+def cutmix_box_and_lam_nd(spatial_shape, lam, ratio_minmax=None, correct_lam: bool = True, count=None):
+    """:func:`cutmix_bbox_and_lam` in 1, 2 or 3 spatial dims: the box
+    ``(lo0, hi0, ...)`` and lam corrected to ``1 - cut volume / total volume``
+    when ``correct_lam`` is on or ``ratio_minmax`` is given. 2-D is timm's function."""
+    sizes = spatial_sizes(spatial_shape)
+    if len(sizes) == 2:
+        return cutmix_bbox_and_lam(sizes, lam, ratio_minmax, correct_lam, count)
+    if ratio_minmax is not None:
+        box = rand_box_minmax_nd(sizes, ratio_minmax, count=count)
+    else:
+        box = rand_box_nd(sizes, lam, count=count)
+    if correct_lam or ratio_minmax is not None:
+        volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(sizes)))
+        lam = 1.0 - volume / float(math.prod(sizes))
+    return box, lam
+
+
+need_hw = need_spatial  # the former name (2-D only then); now 1 to 3 spatial sizes
 
 
 def _params_per_batch(cfg: MixupConfig):
@@ -139,10 +192,10 @@ class NumpySampler:
         rows = np.flatnonzero(use_cut_n)
         box_n = None
         if rows.size:
-            hw = need_hw(img_size)
-            box_n = np.zeros((lam_n.shape[0], 4), dtype=np.int64)
+            sizes = need_spatial(img_size)
+            box_n = np.zeros((lam_n.shape[0], 2 * len(sizes)), dtype=np.int64)
             for r in rows:
-                box, lam_n[r] = cutmix_bbox_and_lam(hw, lam_n[r], cfg.cutmix_minmax, cfg.correct_lam)
+                box, lam_n[r] = cutmix_box_and_lam_nd(sizes, lam_n[r], cfg.cutmix_minmax, cfg.correct_lam)
                 box_n[r] = box
             box_n = torch.from_numpy(box_n)
         use_cut = torch.from_numpy(use_cut_n)

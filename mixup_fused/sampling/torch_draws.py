@@ -3,17 +3,30 @@
 No per-sample Python loop and no host reads, so a CUDA generator gives a
 sampling step with no host-device synchronisation (and one that can be
 captured in a CUDA graph). The distributions are timm's; the draw order is not.
+Boxes have 1, 2 or 3 spatial dims, as in :mod:`.timm`'s ``*_nd`` functions.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .pairing import flip_pairing, half_pairing, random_pairing
-from .params import MixParams, MixupConfig, draws_per_row, scatter_rows
-from .timm import need_hw
+from .params import MixParams, MixupConfig, draws_per_row, need_spatial, scatter_rows, spatial_sizes
 
-__all__ = ["TorchSampler", "cutmix_boxes_and_lam", "rand_boxes", "rand_boxes_minmax", "sample_beta"]
+__all__ = [
+    "TorchSampler",
+    "box_volumes",
+    "cutmix_boxes_and_lam",
+    "cutmix_boxes_and_lam_nd",
+    "rand_boxes",
+    "rand_boxes_minmax",
+    "rand_boxes_minmax_nd",
+    "rand_boxes_nd",
+    "sample_beta",
+    "side_ratios",
+]
 
 
 def sample_beta(
@@ -35,33 +48,91 @@ def sample_beta(
     return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
 
 
+def side_ratios(lam: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """The cut side over the image side, float64, per row: ``(1 - lam) ** (1 / n)``
+    for ``n`` spatial dims (2-D: timm's square root)."""
+    rest = (1.0 - lam.double()).clamp_min(0.0)
+    if spatial_dims == 1:
+        return rest
+    if spatial_dims == 2:
+        return torch.sqrt(rest)
+    return rest.pow(1.0 / spatial_dims)
+
+
+def rand_boxes_nd(spatial_shape, lam: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """timm's ``rand_bbox`` in 1, 2 or 3 spatial dims, for a vector of lam:
+    int64 ``[n, 2 * dims]`` rows ``(lo0, hi0, lo1, hi1, ...)`` on lam's device.
+
+    Per dim a cut of ``int(size * ratio)`` (:func:`side_ratios`) around a
+    uniform centre (one draw per dim, in dim order), clipped to the image."""
+    sizes = spatial_sizes(spatial_shape)
+    ratio = side_ratios(lam, len(sizes))
+    cuts = [(size * ratio).long() for size in sizes]  # int() truncates; ratio >= 0
+    centres = [torch.randint(0, size, lam.shape, generator=generator, device=lam.device) for size in sizes]
+    cols = []
+    for size, cut, c in zip(sizes, cuts, centres, strict=True):
+        cols += [(c - cut // 2).clamp(0, size), (c + (cut + 1) // 2).clamp(0, size)]
+    return torch.stack(cols, dim=1)
+
+
 def rand_boxes(height: int, width: int, lam: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """timm's ``rand_bbox`` for a vector of lam: int64 ``[n, 4]`` rows ``(y0, y1, x0, x1)`` on lam's device."""
-    ratio = torch.sqrt((1.0 - lam.double()).clamp_min(0.0))
-    cut_h = (height * ratio).long()  # int() truncates; ratio >= 0
-    cut_w = (width * ratio).long()
-    cy = torch.randint(0, height, lam.shape, generator=generator, device=lam.device)
-    cx = torch.randint(0, width, lam.shape, generator=generator, device=lam.device)
-    y0 = (cy - cut_h // 2).clamp(0, height)
-    y1 = (cy + (cut_h + 1) // 2).clamp(0, height)
-    x0 = (cx - cut_w // 2).clamp(0, width)
-    x1 = (cx + (cut_w + 1) // 2).clamp(0, width)
-    return torch.stack((y0, y1, x0, x1), dim=1)
+    return rand_boxes_nd((height, width), lam, generator=generator)
+
+
+def rand_boxes_minmax_nd(
+    spatial_shape, minmax, n: int, *, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
+    """timm's ``rand_bbox_minmax`` in 1, 2 or 3 spatial dims, for ``n`` boxes:
+    int64 ``[n, 2 * dims]``. Every cut size uniform in ``[int(size * min),
+    int(size * max))`` (dim order), then every low uniform in ``[0, size - cut]``."""
+    if len(minmax) != 2:
+        raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {minmax!r}")
+    sizes = spatial_sizes(spatial_shape)
+    cuts = [
+        torch.randint(int(size * minmax[0]), int(size * minmax[1]), (n,), generator=generator, device=device)
+        for size in sizes
+    ]
+    # Uniform integer in [0, size - cut] with a per-row bound: floor(u * (bound + 1)).
+    u = torch.rand((len(sizes), n), dtype=torch.float64, generator=generator, device=device)
+    cols = []
+    for d, (size, cut) in enumerate(zip(sizes, cuts, strict=True)):
+        lo = (u[d] * (size - cut + 1)).long().clamp_max(size - cut)
+        cols += [lo, lo + cut]
+    return torch.stack(cols, dim=1)
 
 
 def rand_boxes_minmax(
     height: int, width: int, minmax, n: int, *, generator: torch.Generator | None = None, device=None
 ) -> torch.Tensor:
     """timm's ``rand_bbox_minmax`` for ``n`` boxes: int64 ``[n, 4]`` rows ``(y0, y1, x0, x1)``."""
-    if len(minmax) != 2:
-        raise ValueError(f"mixup_fused: cutmix_minmax must be (min, max), got {minmax!r}")
-    cut_h = torch.randint(int(height * minmax[0]), int(height * minmax[1]), (n,), generator=generator, device=device)
-    cut_w = torch.randint(int(width * minmax[0]), int(width * minmax[1]), (n,), generator=generator, device=device)
-    # Uniform integer in [0, side - cut] with a per-row bound: floor(u * (bound + 1)).
-    u = torch.rand((2, n), dtype=torch.float64, generator=generator, device=device)
-    y0 = (u[0] * (height - cut_h + 1)).long().clamp_max(height - cut_h)
-    x0 = (u[1] * (width - cut_w + 1)).long().clamp_max(width - cut_w)
-    return torch.stack((y0, y0 + cut_h, x0, x0 + cut_w), dim=1)
+    return rand_boxes_minmax_nd((height, width), minmax, n, generator=generator, device=device)
+
+
+def box_volumes(boxes: torch.Tensor) -> torch.Tensor:
+    """int64 ``[n]``: the cut volume ``prod(hi - lo)`` of each box row ``(lo0, hi0, ...)``."""
+    return (boxes[:, 1::2] - boxes[:, 0::2]).prod(dim=1)
+
+
+def cutmix_boxes_and_lam_nd(
+    spatial_shape,
+    lam: torch.Tensor,
+    ratio_minmax=None,
+    correct_lam: bool = True,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's ``cutmix_bbox_and_lam`` in 1, 2 or 3 spatial dims, for a vector
+    of lam: ``(boxes [n, 2 * dims], lam [n])``, lam corrected to
+    ``1 - cut volume / total volume`` when ``correct_lam`` or ``ratio_minmax``."""
+    sizes = spatial_sizes(spatial_shape)
+    if ratio_minmax is not None:
+        boxes = rand_boxes_minmax_nd(sizes, ratio_minmax, lam.shape[0], generator=generator, device=lam.device)
+    else:
+        boxes = rand_boxes_nd(sizes, lam, generator=generator)
+    if correct_lam or ratio_minmax is not None:
+        lam = 1.0 - box_volumes(boxes).to(lam.dtype) / float(math.prod(sizes))
+    return boxes, lam
 
 
 def cutmix_boxes_and_lam(
@@ -74,14 +145,7 @@ def cutmix_boxes_and_lam(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """timm's ``cutmix_bbox_and_lam`` for a vector of lam: ``(boxes [n, 4], lam [n])``."""
-    if ratio_minmax is not None:
-        boxes = rand_boxes_minmax(height, width, ratio_minmax, lam.shape[0], generator=generator, device=lam.device)
-    else:
-        boxes = rand_boxes(height, width, lam, generator=generator)
-    if correct_lam or ratio_minmax is not None:
-        area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
-        lam = 1.0 - area.to(lam.dtype) / float(height * width)
-    return boxes, lam
+    return cutmix_boxes_and_lam_nd((height, width), lam, ratio_minmax, correct_lam, generator=generator)
 
 
 class TorchSampler:
@@ -142,8 +206,8 @@ class TorchSampler:
             use_cut = use_cut & (lam != 1.0)
         box_n = None
         if cfg.cutmix_on and n > 0:
-            H, W = need_hw(img_size)
-            box_n, lam_c = cutmix_boxes_and_lam(H, W, lam, cfg.cutmix_minmax, cfg.correct_lam, generator=g)
+            sizes = need_spatial(img_size)
+            box_n, lam_c = cutmix_boxes_and_lam_nd(sizes, lam, cfg.cutmix_minmax, cfg.correct_lam, generator=g)
             lam = torch.where(use_cut, lam_c, lam)
         params = scatter_rows(mode, pair, lam, use_cut, box_n)
         return params.with_host_hints(use_cut) if self.host_hints else params
