@@ -10,7 +10,7 @@ from ._backend import BACKENDS
 from ._registration import HAS_CPP
 from .collate import FastCollateMixup
 from .functional import mix, mix_features, mix_targets
-from .loss import SoftTargetCrossEntropy, soft_target_cross_entropy
+from .loss import BinaryCrossEntropy, SoftTargetCrossEntropy, mixed_segmentation_loss, soft_target_cross_entropy
 from .mixup import Mixup
 from .reference import NO_BOX
 from .transforms import CutMix, MixUp
@@ -21,6 +21,7 @@ __all__ = [
     "BACKENDS",
     "HAS_CPP",
     "NO_BOX",
+    "BinaryCrossEntropy",
     "CutMix",
     "FastCollateMixup",
     "MixUp",
@@ -29,6 +30,7 @@ __all__ = [
     "mix",
     "mix_features",
     "mix_targets",
+    "mixed_segmentation_loss",
     "reference",
     "sampling",
     "soft_target_cross_entropy",
