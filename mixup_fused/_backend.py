@@ -17,8 +17,8 @@ import torch
 
 from . import _checks
 from ._layout import as_layout_of, default_out_dtype
-from ._registration import CPP_IMPORT_ERROR, HAS_CPP, grad_x
-from .reference import mix_images_reference, mix_inplace_reference, mix_targets_reference
+from ._registration import CPP_IMPORT_ERROR, HAS_CPP, forward_mix_of, grad_x
+from .reference import mix_images_reference, mix_inplace_reference, mix_maps_reference, mix_targets_reference
 
 BACKENDS = ("auto", "triton", "cpp", "reference")
 _warned_fallback = False
@@ -66,9 +66,10 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
-def run_mix(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):
-    """``mixup_fused::mix`` on ``backend`` (a resolved one)."""
-    args = (x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check)
+def run_mix(backend, x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std,
+            out_dtype, check):  # fmt: skip
+    """``mixup_fused::mix`` on ``backend`` (a resolved one): ``(x_out, y, masks_out)``."""
+    args = (x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std, out_dtype, check)
     if backend == "reference":
         return _mix_reference(*args)
     if backend == "triton" and not x.is_cuda:
@@ -76,48 +77,59 @@ def run_mix(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, 
     return torch.ops.mixup_fused.mix(*args)
 
 
-def run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, check):
-    """``mixup_fused::mix_`` on ``backend`` (a resolved one): mixes ``x`` in place, returns the targets."""
+def run_mix_(backend, x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, check):
+    """``mixup_fused::mix_`` on ``backend`` (a resolved one): mixes ``x`` (and
+    the label maps ``masks``) in place, returns the targets."""
+    args = (x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, check)
     if backend == "reference":
-        _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, inplace=True)
+        _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, inplace=True,
+                           cut_mask=cut_mask, masks=masks)  # fmt: skip
         if check:
             _checks.check_values(x, target, perm, lam, boxes, num_classes, inplace=True)
-        mix_inplace_reference(x, perm, lam, boxes)
+        mix_inplace_reference(x, perm, lam, boxes, cut_mask, masks)
         return mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
     if backend == "triton" and not x.is_cuda:
         from .triton import mix_inplace_triton
 
-        return mix_inplace_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, check)
-    return torch.ops.mixup_fused.mix_(x, target, perm, lam, boxes, num_classes, label_smoothing, check)
+        return mix_inplace_triton(*args)
+    return torch.ops.mixup_fused.mix_(*args)
 
 
-def _mix_reference(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):
-    _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype)
+def _mix_reference(x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std, out_dtype,
+                   check):  # fmt: skip
+    _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype,
+                       cut_mask=cut_mask, masks=masks)  # fmt: skip
     if check:
         _checks.check_values(x, target, perm, lam, boxes, num_classes, mean, std)
-    out = mix_images_reference(x, perm, lam, boxes, mean, std, default_out_dtype(x, out_dtype))
+    out = mix_images_reference(x, perm, lam, boxes, mean, std, default_out_dtype(x, out_dtype), cut_mask)
     out = as_layout_of(out, x)
-    return out, mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
+    if masks is None:
+        maps = x.new_empty((0,), dtype=torch.int64)
+    else:
+        maps = mix_maps_reference(masks, perm, x.shape, boxes, cut_mask).contiguous()
+    return out, mix_targets_reference(target, perm, lam, num_classes, label_smoothing), maps
 
 
 class _TritonOnCPU(torch.autograd.Function):
     """The Triton launchers on CPU tensors (interpreter), with the registered op's autograd formula."""
 
     @staticmethod
-    def forward(ctx, x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):
+    def forward(ctx, x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std,
+                out_dtype, check):  # fmt: skip
         from .triton import mix_triton
 
-        out, y = mix_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check)
+        out, y, maps = mix_triton(x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean,
+                                  std, out_dtype, check)  # fmt: skip
         ctx.x_dtype = x.dtype
-        ctx.save_for_backward(perm, lam, boxes, std)
-        ctx.mark_non_differentiable(y)
-        return out, y
+        ctx.save_for_backward(perm, lam, boxes, cut_mask, std)
+        ctx.mark_non_differentiable(y, maps)
+        return out, y, maps
 
     @staticmethod
-    def backward(ctx, grad_out, grad_y):
-        perm, lam, boxes, std = ctx.saved_tensors
-        grad = grad_x(_TritonBackwardOnCPU.apply, grad_out, perm, lam, boxes, std, ctx.x_dtype)
-        return grad, None, None, None, None, None, None, None, None, None, None
+    def backward(ctx, grad_out, grad_y, grad_maps):
+        perm, lam, boxes, cut_mask, std = ctx.saved_tensors
+        grad = grad_x(_TritonBackwardOnCPU.apply, grad_out, perm, lam, boxes, cut_mask, std, ctx.x_dtype)
+        return (grad,) + (None,) * 12
 
 
 class _TritonBackwardOnCPU(torch.autograd.Function):
@@ -125,15 +137,13 @@ class _TritonBackwardOnCPU(torch.autograd.Function):
     (its derivative is the forward mix), like the registered op."""
 
     @staticmethod
-    def forward(ctx, grad, perm, lam, boxes):
+    def forward(ctx, grad, perm, lam, boxes, cut_mask):
         from .triton import mix_backward_triton
 
-        ctx.save_for_backward(perm, lam, boxes)
-        return mix_backward_triton(grad, perm, lam, boxes)
+        ctx.save_for_backward(perm, lam, boxes, cut_mask)
+        return mix_backward_triton(grad, perm, lam, boxes, cut_mask)
 
     @staticmethod
     def backward(ctx, gg):
-        perm, lam, boxes = ctx.saved_tensors
-        ids = torch.zeros(gg.shape[0], dtype=torch.int64, device=gg.device)
-        out, _ = _TritonOnCPU.apply(gg, ids, perm, lam, boxes, 1, 0.0, None, None, None, False)
-        return out, None, None, None
+        perm, lam, boxes, cut_mask = ctx.saved_tensors
+        return forward_mix_of(_TritonOnCPU.apply, gg, perm, lam, boxes, cut_mask), None, None, None, None

@@ -63,13 +63,15 @@ def _as_channel_tensor(v, name: str, x: torch.Tensor):
 
 def mix(
     x: torch.Tensor,
-    target: torch.Tensor,
+    target: torch.Tensor | None,
     perm: torch.Tensor,
     lam,
     *,
-    num_classes: int,
+    num_classes: int | None = None,
     label_smoothing: float = 0.0,
     boxes: torch.Tensor | None = None,
+    cut_mask: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
     inplace: bool = False,
     backend: str = "auto",
     mean=None,
@@ -77,31 +79,47 @@ def mix(
     out_dtype: torch.dtype | None = None,
     memory_format: torch.memory_format | None = None,
     check: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (or CutMix, with ``boxes``) of a batch and its targets in one pass.
+):
+    """Mixup (or CutMix, with ``boxes`` or a ``cut_mask``) of a batch, its
+    targets and its label maps in one pass.
 
     Args:
         x: ``[B, ...]`` floating tensor (float32, float16, bfloat16; float64 on
-            CPU), any strides. CutMix needs ``[B, C, H, W]``; the output keeps
-            ``x``'s memory format (contiguous or channels_last). uint8 images
-            are accepted with ``mean`` and ``std``.
-        target: int64 ``[B]`` class ids, or floating ``[B, K]`` soft targets.
+            CPU), any strides. CutMix, cut masks and label maps need
+            ``[B, C, *spatial]`` with 1, 2 or 3 spatial dims (``[B, C, T]``,
+            ``[B, C, H, W]``, ``[B, C, D, H, W]``); the output keeps ``x``'s
+            memory format (contiguous or channels-last). uint8 images are
+            accepted with ``mean`` and ``std``.
+        target: int64 ``[B]`` class ids, floating ``[B, K]`` soft (or
+            multi-hot) targets, or ``None`` when only the images and maps are
+            wanted (``y_out`` is then ``None``).
         perm: int64 ``[B]``, a permutation of ``0..B-1``: sample ``i`` is mixed
             with ``perm[i]``.
         lam: weight of the sample itself: a float, or a float tensor ``[B]``;
             the partner's weight is ``1 - lam``. Both are rounded once from the
             lam given (a float is float64) to the compute dtype, as timm and
             torchvision compute them.
-            With ``boxes`` it only weights the targets (pass timm's corrected
-            ``lam = 1 - box_area / (H * W)``).
-        num_classes: K, the width of the returned targets.
+            With ``boxes`` or ``cut_mask`` it only weights the targets (pass
+            timm's corrected ``lam = 1 - cut volume / total volume``).
+        num_classes: K, the width of the returned targets (inferred from soft
+            targets; required with class ids).
         label_smoothing: eps; targets are ``onehot * (1 - eps) + eps / K``.
-        boxes: optional int ``[B, 4]`` half-open ``(y0, y1, x0, x1)`` per sample:
+        boxes: optional int ``[B, 2n]`` for ``n`` spatial dims, half-open
+            ``(lo, hi)`` per dim in dim order (2-D: ``(y0, y1, x0, x1)``):
             ``x'[i]`` takes ``x[perm[i]]`` inside the box, ``x[i]`` outside. A
-            row equal to ``NO_BOX`` (all -1) mixes that sample with ``lam``
-            instead, so one call can cut some samples and mix others.
-        inplace: write the mixed images into ``x``; ``perm`` must be an
-            involution (``perm[perm[i]] == i``) and ``x`` must not require grad.
+            row of all -1 (``NO_BOX``) mixes that sample with ``lam`` instead,
+            so one call can cut some samples and mix others.
+        cut_mask: optional bool (or uint8) ``[B, *spatial]`` or ``[B, 1,
+            *spatial]``, exclusive with ``boxes``: ``x'[i] = where(cut_mask[i],
+            x[perm[i]], x[i])`` over all channels (FMix, ClassMix).
+        masks: optional integer label maps (int64, int32 or uint8) ``[B,
+            *spatial]`` or ``[B, 1, *spatial]``: a pixel inside row i's cut
+            takes ``masks[perm[i]]``'s label, every other pixel (and every row
+            blended with lam) keeps its own. Labels move, they are never
+            blended; ignore labels (e.g. 255) move like any other.
+        inplace: write the mixed images into ``x`` (and the maps into
+            ``masks``); ``perm`` must be an involution (``perm[perm[i]] ==
+            i``) and ``x`` must not require grad.
         backend: ``"auto"`` (by device), ``"triton"``, ``"cpp"`` or ``"reference"``.
         mean, std: per-channel normalisation applied first, ``(x - mean) / std``
             in float32, in the units of ``x`` (0..255 for uint8 images).
@@ -112,16 +130,20 @@ def mix(
             skips it (e.g. inside a captured CUDA graph).
 
     Returns:
-        ``(x_out, y_out)``: the mixed images (``x`` itself when ``inplace``) and
-        the mixed, smoothed float32 targets ``[B, K]``.
+        ``(x_out, y_out)``, or ``(x_out, y_out, masks_out)`` with ``masks``:
+        the mixed images (``x`` itself when ``inplace``), the mixed, smoothed
+        float32 targets ``[B, K]`` (``None`` without ``target``) and the mixed
+        label maps (``masks``' shape and dtype; ``masks`` itself when ``inplace``).
     """
     check_tensor("x", x)
-    check_tensor("target", target)
+    check_tensor("target", target, optional=True)
     check_tensor("perm", perm)
     check_tensor("boxes", boxes, optional=True)
+    check_tensor("cut_mask", cut_mask, optional=True)
+    check_tensor("masks", masks, optional=True)
     if x.dim() < 1:
         raise ValueError("mixup_fused: x must have a batch dimension, got a 0-d tensor")
-    _checks.check_num_classes(num_classes)
+    target, num_classes, want_y = _targets_arg(target, num_classes, x)
     _checks.check_label_smoothing(label_smoothing)
     if out_dtype is not None and not isinstance(out_dtype, torch.dtype):
         raise TypeError(f"mixup_fused: out_dtype must be a torch.dtype or None, got {out_dtype!r}")
@@ -131,16 +153,46 @@ def mix(
     std_t = _as_channel_tensor(std, "std", x)
     if inplace:
         _checks.check_inplace(x, out_dtype, memory_format, normalize=mean_t is not None or std_t is not None)
-        y = _backend.run_mix_(backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, check)
-        return x, y
+        maps = masks
+        if masks is not None and not masks.is_contiguous():
+            # The kernels write maps as dense rows; the checks run before anything is written.
+            _checks.check_args(x, target, perm, lam_t, boxes, num_classes, label_smoothing, inplace=True,
+                               cut_mask=cut_mask, masks=masks)  # fmt: skip
+            maps = masks.contiguous()
+        y = _backend.run_mix_(backend, x, target, perm, lam_t, boxes, cut_mask, maps, num_classes, label_smoothing,
+                              check)  # fmt: skip
+        if maps is not masks:
+            masks.copy_(maps)
+        y = y if want_y else None
+        return (x, y) if masks is None else (x, y, masks)
     if memory_format is not None and memory_format != torch.preserve_format:
         if memory_format == torch.channels_last and x.dim() != 4:
             raise ValueError(f"mixup_fused: memory_format=channels_last needs a 4-d x, got {x.dim()}-d")
+        if memory_format == torch.channels_last_3d and x.dim() != 5:
+            raise ValueError(f"mixup_fused: memory_format=channels_last_3d needs a 5-d x, got {x.dim()}-d")
         # Convert on the input side: for uint8 images that is the cheap side.
         x = x.contiguous(memory_format=memory_format)
-    return _backend.run_mix(
-        backend, x, target, perm, lam_t, boxes, num_classes, label_smoothing, mean_t, std_t, out_dtype, check
-    )
+    out, y, maps = _backend.run_mix(backend, x, target, perm, lam_t, boxes, cut_mask, masks, num_classes,
+                                    label_smoothing, mean_t, std_t, out_dtype, check)  # fmt: skip
+    y = y if want_y else None
+    return (out, y) if masks is None else (out, y, maps)
+
+
+def _targets_arg(target, num_classes, x):
+    """``(target, num_classes, targets wanted)`` for the op, which always builds
+    targets: without ``target``, a single class (negligible work)."""
+    if target is None:
+        if num_classes is not None:
+            _checks.check_num_classes(num_classes)
+        B = x.shape[0] if x.dim() > 0 else 0
+        return torch.zeros(B, dtype=torch.int64, device=x.device), 1, False
+    if num_classes is None:
+        if target.is_floating_point() and target.dim() == 2:
+            num_classes = target.shape[1]
+        else:
+            raise ValueError("mixup_fused: num_classes is required with class-id targets")
+    _checks.check_num_classes(num_classes)
+    return target, num_classes, True
 
 
 def mix_targets(
@@ -201,15 +253,8 @@ def mix_features(
     if target is None:
         if num_classes is not None:
             raise ValueError("mixup_fused: num_classes is only used together with target")
-        # The op always builds targets; a single class keeps that work negligible.
-        dummy = torch.zeros(h.shape[0] if h.dim() > 0 else 0, dtype=torch.int64, device=h.device)
-        out, _ = mix(h, dummy, perm, lam, num_classes=1, backend=backend, check=check)
+        out, _ = mix(h, None, perm, lam, backend=backend, check=check)
         return out
-    if num_classes is None:
-        if target.is_floating_point() and target.dim() == 2:
-            num_classes = target.shape[1]
-        else:
-            raise ValueError("mixup_fused: num_classes is required with class-id targets")
     return mix(
         h, target, perm, lam, num_classes=num_classes, label_smoothing=label_smoothing, backend=backend, check=check
     )

@@ -24,6 +24,8 @@ Differences from timm, all on purpose:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from . import _checks, sampling
@@ -84,10 +86,25 @@ class Mixup:
             float32).
         memory_format: memory format of the mixed images when normalising
             (default: ``x``'s).
+        return_params: also return the draws: ``(x, y, params)`` with
+            ``params.perm`` (int64 ``[B]``, each row's partner), ``params.lam``
+            (float32 ``[B]``, the weight of each row's own sample in its
+            target) and ``params.boxes`` (None or int64 ``[B, 2n]``), e.g. for
+            the interpolated loss ``lam * CE(out, y) + (1 - lam) * CE(out,
+            y[perm])`` or to remap detection boxes.
 
-    ``__call__(x, target)`` mixes ``x`` in place and returns ``(x, y)`` with
-    ``y`` float32 ``[B, K]``; ``target`` is int class ids ``[B]`` or soft
-    ``[B, K]`` rows. Both tensors should be on the same device.
+    ``__call__(x, target, masks=None)`` mixes ``x`` in place and returns ``(x,
+    y)`` with ``y`` float32 ``[B, K]``; ``target`` is int class ids ``[B]`` or
+    soft ``[B, K]`` rows. Both tensors should be on the same device. ``x`` may
+    be any ``[B, ...]`` tensor for Mixup; CutMix takes ``[B, C, T]`` (audio,
+    sequences), ``[B, C, H, W]`` and ``[B, C, D, H, W]`` (video, volumes),
+    with timm's box law generalised to ``n`` spatial dims: side ratio ``(1 -
+    lam) ** (1 / n)`` per dim, a uniform centre, clipped, and ``correct_lam``
+    giving ``lam = 1 - cut volume / total volume`` (2-D is timm's, bit for
+    bit). With integer label maps ``masks`` (``[B, *spatial]`` or ``[B, 1,
+    *spatial]``) the maps are cut with the same boxes, in place, and ``(x, y,
+    masks)`` is returned; rows blended with lam keep their own map (use
+    :func:`mixup_fused.mixed_segmentation_loss` for them).
     ``sample_params`` and ``apply`` split the call in two (draws, then one
     launch), e.g. to inspect or reuse the draws.
     """
@@ -113,6 +130,7 @@ class Mixup:
         std=None,
         out_dtype: torch.dtype | None = None,
         memory_format: torch.memory_format | None = None,
+        return_params: bool = False,
     ):
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
@@ -148,6 +166,7 @@ class Mixup:
         self.out_dtype = out_dtype
         self.memory_format = memory_format
         self._norm_cache = None
+        self.return_params = bool(return_params)
         _checks.check_num_classes(num_classes)
         _checks.check_label_smoothing(label_smoothing)
 
@@ -174,7 +193,8 @@ class Mixup:
         )
 
     def sample_params(self, batch_size: int, img_size=None, device=None) -> sampling.MixParams:
-        """Draw lam, boxes and pairing for a batch (``img_size = (H, W)``, needed for CutMix)."""
+        """Draw lam, boxes and pairing for a batch (``img_size``: the spatial
+        shape, ``(T,)``, ``(H, W)`` or ``(D, H, W)``, needed for CutMix)."""
         if self.sampler == "device":
             device = torch.device(device) if device is not None else torch.device("cpu")
             if self.generator is not None and self.generator.device != device:
@@ -186,19 +206,22 @@ class Mixup:
         params = sampler.sample(self.config, self.mode, batch_size, img_size, self.pairing)
         return params if device is None else params.to(device)
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor):
+    def __call__(self, x: torch.Tensor, target: torch.Tensor, masks: torch.Tensor | None = None):
         if not isinstance(x, torch.Tensor) or x.dim() < 1:
             raise TypeError("mixup_fused: Mixup expects a batch tensor x of shape [B, ...]")
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"mixup_fused: target must be a tensor, got {type(target).__name__}")
-        img_size = tuple(x.shape[-2:]) if x.dim() == 4 else None
+        img_size = tuple(x.shape[2:]) if 3 <= x.dim() <= 5 else None
         if img_size is None and self.mixup_enabled and self.config.cutmix_on:
-            raise ValueError(f"mixup_fused: CutMix needs x of shape [B, C, H, W], got {list(x.shape)}")
+            raise ValueError(
+                f"mixup_fused: CutMix needs x of shape [B, C, T], [B, C, H, W] or [B, C, D, H, W], got {list(x.shape)}"
+            )
         device = x.device if self.sampler == "device" else None
-        return self.apply(x, target, self.sample_params(x.shape[0], img_size, device))
+        return self.apply(x, target, self.sample_params(x.shape[0], img_size, device), masks=masks)
 
-    def apply(self, x: torch.Tensor, target: torch.Tensor, params: sampling.MixParams):
-        """Mix ``x`` (in place) and build the targets with drawn ``params``: at most one launch."""
+    def apply(self, x: torch.Tensor, target: torch.Tensor, params: sampling.MixParams, masks=None):
+        """Mix ``x`` (in place), the label maps ``masks`` when given, and build
+        the targets with drawn ``params``: at most one launch."""
         if target.device != x.device:
             if target.device.type != "cpu":
                 raise ValueError(f"mixup_fused: target is on {target.device} but x is on {x.device}")
@@ -215,9 +238,12 @@ class Mixup:
                 target = target.long()
         params = params.to(x.device)
         normalize = self.mean is not None or x.dtype == torch.uint8
+        maps = masks
         if params.mixes is False and not normalize:
             # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as
             # timm does; the targets are checked like the op's.
+            if masks is not None:
+                _checks.check_args(x, target, params.perm, params.lam, None, self.num_classes, eps, masks=masks)
             y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
             x_out = x
         else:
@@ -226,7 +252,7 @@ class Mixup:
             # Mixup) keeps its gradient.
             inplace = not normalize and not x.requires_grad
             mean, std = self._norm_tensors(x.device)
-            x_out, y = mix(
+            out = mix(
                 x,
                 target,
                 params.perm,
@@ -234,6 +260,7 @@ class Mixup:
                 num_classes=self.num_classes,
                 label_smoothing=eps,
                 boxes=params.boxes,
+                masks=masks,
                 inplace=inplace,
                 backend=self.backend,
                 mean=mean,
@@ -243,10 +270,17 @@ class Mixup:
                 # Our own draws are valid; on a GPU the value checks would cost a sync.
                 check=not x.is_cuda and self.sampler != "device",
             )
+            x_out, y = out[0], out[1]
+            if masks is not None:
+                # The maps are mixed in place, except beside a batch that is not (x requires grad, or normalised).
+                maps = out[2]
+        result = (x_out, y) if masks is None else (x_out, y, maps)
         if self.mode == "half":
             n = x.shape[0] - x.shape[0] // 2
-            return x_out[:n], y[:n]
-        return x_out, y
+            result = tuple(t[:n] for t in result)
+        if self.return_params:
+            return (*result, dataclasses.replace(params, lam=params.lam.float()))
+        return result
 
     def _norm_tensors(self, device):
         """mean/std as float32 tensors on ``device``, made once per device."""

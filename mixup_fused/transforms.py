@@ -61,11 +61,13 @@ def _find_labels_default(inputs):
 
 
 def _parse_labels_getter(labels_getter):
+    if labels_getter is None:
+        return lambda _: None
     if labels_getter == "default":
         return _find_labels_default
     if callable(labels_getter):
         return labels_getter
-    raise ValueError(f"labels_getter should either be 'default' or a callable, but got {labels_getter!r}.")
+    raise ValueError(f"labels_getter should either be 'default', None or a callable, but got {labels_getter!r}.")
 
 
 def _tv_tensors():
@@ -82,11 +84,18 @@ def _is_pure_tensor(t, tv) -> bool:
     return isinstance(t, torch.Tensor) and (tv is None or not isinstance(t, tv.TVTensor))
 
 
+def _mask_indices(flat_inputs) -> list[int]:
+    tv = _tv_tensors()
+    if tv is None or not hasattr(tv, "Mask"):
+        return []
+    return [i for i, t in enumerate(flat_inputs) if isinstance(t, tv.Mask)]
+
+
 def _reject_unsupported(name: str, flat_inputs) -> None:
-    # torchvision's message and rule: no PIL images, bounding boxes, keypoints or masks.
+    # torchvision's message and rule: no PIL images, bounding boxes or keypoints (masks: see the transforms).
     tv = _tv_tensors()
     pil = sys.modules.get("PIL.Image")
-    kinds = tuple(getattr(tv, n) for n in ("BoundingBoxes", "Mask", "KeyPoints") if tv is not None and hasattr(tv, n))
+    kinds = tuple(getattr(tv, n) for n in ("BoundingBoxes", "KeyPoints") if tv is not None and hasattr(tv, n))
     kinds += (pil.Image,) if pil is not None else ()
     if kinds and any(isinstance(t, kinds) for t in flat_inputs):
         raise ValueError(f"{name}() does not support PIL images, bounding boxes, keypoints and masks.")
@@ -130,6 +139,26 @@ def _wrap_like(mixed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return tv.wrap(mixed, like=like) if _is_image_or_video(like, tv) else mixed
 
 
+def _plain_mask(m: torch.Tensor) -> torch.Tensor:
+    """A ``tv_tensors.Mask`` as a plain integer map the op takes (a bool mask as uint8)."""
+    m = m.as_subclass(torch.Tensor)
+    return m.view(torch.uint8) if m.dtype == torch.bool else m
+
+
+def _wrap_mask(mixed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.dtype == torch.bool:
+        mixed = mixed.view(torch.bool)
+    return _tv_tensors().wrap(mixed, like=like)
+
+
+def _paste(t: torch.Tensor, box) -> torch.Tensor:
+    """``t`` with its partner's (``i - 1``) values inside the box, over the last two dims."""
+    y0, y1, x0, x1 = box
+    out = t.clone()
+    out[..., y0:y1, x0:x1] = t.roll(1, 0)[..., y0:y1, x0:x1]
+    return out
+
+
 class _BaseMixUpCutMix(torch.nn.Module):
     def __init__(
         self,
@@ -159,11 +188,24 @@ class _BaseMixUpCutMix(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, num_classes={self.num_classes}"
 
+    # CutMix moves label maps with its box; MixUp has no per-pixel label for a blended image.
+    takes_masks = False
+
     def forward(self, *inputs):
         inputs = inputs if len(inputs) > 1 else inputs[0]
         flat_inputs, spec = tree_flatten(inputs)
-        _reject_unsupported(type(self).__name__, flat_inputs)
+        name = type(self).__name__
+        mask_idx = _mask_indices(flat_inputs)
+        if mask_idx and not self.takes_masks:
+            raise ValueError(
+                f"mixup_fused: {name}() cannot mix segmentation masks: a blended image has no single label per pixel. "
+                "Use CutMix (it pastes the masks with the box), or keep the masks unmixed and train with "
+                "mixup_fused.mixed_segmentation_loss(logits, masks, perm, lam)."
+            )
+        _reject_unsupported(name, [t for i, t in enumerate(flat_inputs) if i not in mask_idx])
         labels = self._labels_getter(inputs)
+        if labels is None and mask_idx:
+            return self._forward_masks_only(flat_inputs, spec, mask_idx)
         if not isinstance(labels, torch.Tensor):
             raise ValueError(f"The labels must be a tensor, but got {type(labels)} instead.")
         if labels.ndim not in (1, 2):
@@ -186,19 +228,43 @@ class _BaseMixUpCutMix(torch.nn.Module):
             _check_image_or_video(flat_inputs[i], batch_size=labels.shape[0])
         params = self.make_params(flat_inputs[image_idx[0]])
         flat_inputs = list(flat_inputs)
-        y = None
-        for i in image_idx:
-            image = flat_inputs[i]
-            mixed, y_i = self._mix(_plain(image), labels, params)
-            flat_inputs[i] = _wrap_like(mixed, image)
-            y = y_i if y is None else y
+        y = self._mix_all(flat_inputs, image_idx, mask_idx, labels, params)
         flat_inputs[label_idx] = y
         return tree_unflatten(flat_inputs, spec)
+
+    def _forward_masks_only(self, flat_inputs, spec, mask_idx):
+        """``labels_getter=None`` with masks: the images and masks are mixed, no labels."""
+        image_idx = _images_to_mix(flat_inputs, -1)
+        image_idx = [i for i in image_idx if i not in mask_idx]
+        if not image_idx:
+            raise TypeError("No image was found in the sample")
+        B = flat_inputs[image_idx[0]].shape[0]
+        for i in image_idx:
+            _check_image_or_video(flat_inputs[i], batch_size=B)
+        params = self.make_params(flat_inputs[image_idx[0]])
+        flat_inputs = list(flat_inputs)
+        self._mix_all(flat_inputs, image_idx, mask_idx, None, params)
+        return tree_unflatten(flat_inputs, spec)
+
+    def _mix_all(self, flat_inputs, image_idx, mask_idx, labels, params):
+        """Mix every image (and, with the first, every mask) in ``flat_inputs``; returns the labels."""
+        y = None
+        for n, i in enumerate(image_idx):
+            image = flat_inputs[i]
+            masks = [flat_inputs[j] for j in mask_idx] if n == 0 else []
+            mixed, y_i, masks_out = self._mix(_plain(image), labels, params, [_plain_mask(m) for m in masks])
+            flat_inputs[i] = _wrap_like(mixed, image)
+            for j, m, out in zip(mask_idx, masks, masks_out, strict=True):
+                flat_inputs[j] = _wrap_mask(out, m)
+            y = y_i if y is None else y
+        return y
 
     def make_params(self, images: torch.Tensor) -> dict:
         raise NotImplementedError
 
-    def _targets_in(self, labels: torch.Tensor, device):
+    def _targets_in(self, labels: torch.Tensor | None, device):
+        if labels is None:
+            return None, None
         if labels.device != device and labels.device.type != "cpu":
             raise ValueError(f"mixup_fused: labels are on {labels.device} but the images are on {device}")
         if labels.ndim == 1:
@@ -206,13 +272,14 @@ class _BaseMixUpCutMix(torch.nn.Module):
         soft = labels.to(device)
         return (soft if soft.is_floating_point() else soft.float()), labels.shape[-1]
 
-    def _targets_out(self, y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _targets_out(self, y: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | None:
         # torchvision keeps the dtype of floating 2-D labels; one-hot labels become float32.
-        if labels.ndim == 2 and labels.is_floating_point():
+        if labels is not None and labels.ndim == 2 and labels.is_floating_point():
             return y.to(labels.dtype)
         return y
 
-    def _run(self, images, labels, lam: float, box):
+    def _run(self, images, labels, lam: float, box, masks=()):
+        """``(mixed images, labels, mixed masks)``: the first mask in the op's launch, any others cut alike."""
         B = images.shape[0]
         perm = sampling.roll_permutation(B, 1, device=images.device)
         target, K = self._targets_in(labels, images.device)
@@ -220,14 +287,16 @@ class _BaseMixUpCutMix(torch.nn.Module):
         lam_t = torch.full((B,), lam, dtype=wdt, device=images.device)
         if box is not None and not images.is_floating_point() and self.mean is None:
             # CutMix of integer images is a pure copy; the op mixes floating images only.
-            y0, y1, x0, x1 = box
-            out = images.clone()
-            out[..., y0:y1, x0:x1] = images.roll(1, 0)[..., y0:y1, x0:x1]
-            return out, self._targets_out(mix_targets(target, perm, lam_t, num_classes=K), labels)
+            out = _paste(images, box)
+            y = None if target is None else mix_targets(target, perm, lam_t, num_classes=K)
+            return out, self._targets_out(y, labels), [_paste(m, box) for m in masks]
         boxes = None
         if box is not None:
             boxes = sampling.to_device(torch.tensor([box], dtype=torch.int64).expand(B, 4).contiguous(), images.device)
-        out, y = mix(
+        first = masks[0] if masks else None
+        if first is not None and first.device != images.device:
+            raise ValueError(f"mixup_fused: the masks are on {first.device} but the images are on {images.device}")
+        result = mix(
             images,
             target,
             perm,
@@ -242,8 +311,11 @@ class _BaseMixUpCutMix(torch.nn.Module):
             std=self.std,
             out_dtype=self.out_dtype,
             memory_format=self.memory_format,
+            masks=first,
         )
-        return out, self._targets_out(y, labels)
+        out, y = result[0], result[1]
+        masks_out = [result[2]] + [_paste(m, box) for m in masks[1:]] if masks else []
+        return out, self._targets_out(y, labels), masks_out
 
 
 class MixUp(_BaseMixUpCutMix):
@@ -270,7 +342,7 @@ class MixUp(_BaseMixUpCutMix):
     def make_params(self, images: torch.Tensor) -> dict:
         return {"lam": sampling.torchvision_lam(self.alpha, generator=self.generator)}
 
-    def _mix(self, images, labels, params):
+    def _mix(self, images, labels, params, masks=()):
         return self._run(images, labels, params["lam"], None)
 
 
@@ -282,7 +354,15 @@ class CutMix(_BaseMixUpCutMix):
     ``x[i - 1]`` inside it, and the labels are mixed with lam corrected to the
     clipped area. Arguments as :class:`MixUp`. Integer (uint8) images are
     supported, as in torchvision (the box is a pure copy).
+
+    Segmentation: every ``tv_tensors.Mask`` in the sample (label maps ``[B,
+    H, W]`` or ``[B, 1, H, W]``) takes the partner's labels inside the same
+    box; with ``labels_getter=None`` no class labels are needed::
+
+        images, masks = CutMix(labels_getter=None)(tv_tensors.Image(x), tv_tensors.Mask(m))
     """
+
+    takes_masks = True
 
     def make_params(self, images: torch.Tensor) -> dict:
         lam = sampling.torchvision_lam(self.alpha, generator=self.generator)
@@ -290,5 +370,5 @@ class CutMix(_BaseMixUpCutMix):
         box, lam_adjusted = sampling.torchvision_cutmix_box(H, W, lam, generator=self.generator)
         return {"box": box, "lam_adjusted": lam_adjusted}
 
-    def _mix(self, images, labels, params):
-        return self._run(images, labels, params["lam_adjusted"], params["box"])
+    def _mix(self, images, labels, params, masks=()):
+        return self._run(images, labels, params["lam_adjusted"], params["box"], masks)

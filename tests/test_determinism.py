@@ -55,7 +55,7 @@ def _seeded_run(seed: int, backend: str = "cpp") -> dict:
         if fmt is not None:
             x = x.contiguous(memory_format=fmt)
         t = torch.randint(0, 1000, (shape[0],), generator=g)
-        params = sampler.sample(cfg, mode, shape[0], img_size=shape)
+        params = sampler.sample(cfg, mode, shape[0], img_size=shape[2:])
         kw = dict(num_classes=1000, label_smoothing=0.1, boxes=params.boxes, backend=backend)
         if dtype == torch.uint8:
             kw.update(mean=[124.0, 116.0, 104.0], std=[58.4, 57.1, 57.4], out_dtype=torch.bfloat16)

@@ -87,8 +87,9 @@ def test_the_errors_torchvision_raises(ours_cls, tv_cls):
 
     images = torch.rand(B, 3, 8, 8)
     labels = torch.randint(0, K, (B,))
+    # (Masks are not refused here: CutMix cuts them with the box and MixUp
+    # names the segmentation loss; see tests/test_mixup_regions.py.)
     bad_inputs = [
-        (images, tv_tensors.Mask(torch.zeros(B, 8, 8, dtype=torch.long)), labels),
         (images, tv_tensors.BoundingBoxes(torch.zeros(B, 4), format="XYXY", canvas_size=(8, 8)), labels),
         ({"image": Image.new("RGB", (8, 8)), "labels": labels},),
         ({"image": images, "nothing": labels},),  # no labels found
