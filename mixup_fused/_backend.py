@@ -73,7 +73,10 @@ def run_mix(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, 
         return _mix_reference(*args)
     if backend == "triton" and not x.is_cuda:
         return _TritonOnCPU.apply(*args)
-    return torch.ops.mixup_fused.mix(*args)
+    out, y, _ = torch.ops.mixup_fused.mix(
+        x, target, perm, lam, boxes, None, None, num_classes, label_smoothing, mean, std, out_dtype, check
+    )
+    return out, y
 
 
 def run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, check):
@@ -88,7 +91,7 @@ def run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing,
         from .triton import mix_inplace_triton
 
         return mix_inplace_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, check)
-    return torch.ops.mixup_fused.mix_(x, target, perm, lam, boxes, num_classes, label_smoothing, check)
+    return torch.ops.mixup_fused.mix_(x, target, perm, lam, boxes, None, None, num_classes, label_smoothing, check)
 
 
 def _mix_reference(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):

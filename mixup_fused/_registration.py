@@ -26,14 +26,15 @@ except ImportError as err:  # pragma: no cover - exercised only without a build
 # The schemas as csrc/library.cpp declares them, for a machine without the C++ build.
 SCHEMAS = {
     "mix": (
-        "mix(Tensor x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, int num_classes, "
-        "float label_smoothing, Tensor? mean, Tensor? std, ScalarType? out_dtype, bool check) -> (Tensor, Tensor)"
+        "mix(Tensor x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask, Tensor? masks, "
+        "int num_classes, float label_smoothing, Tensor? mean, Tensor? std, ScalarType? out_dtype, bool check) "
+        "-> (Tensor, Tensor, Tensor)"
     ),
     "mix_": (
-        "mix_(Tensor(a!) x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, int num_classes, "
-        "float label_smoothing, bool check) -> Tensor"
+        "mix_(Tensor(a!) x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask, "
+        "Tensor(b!)? masks, int num_classes, float label_smoothing, bool check) -> Tensor"
     ),
-    "mix_backward": "mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes) -> Tensor",
+    "mix_backward": "mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask) -> Tensor",
     "collate_mix": (
         "collate_mix(Tensor[] samples, Tensor perm, Tensor w_self, Tensor w_part, Tensor? boxes, int rows) -> Tensor"
     ),
@@ -79,20 +80,25 @@ torch.library.register_kernel("mixup_fused::mix_backward", "cuda", _mix_backward
 
 
 @torch.library.register_fake("mixup_fused::mix")
-def _mix_fake(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):
-    _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype)
+def _mix_fake(x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std, out_dtype, check):
+    _checks.check_args(
+        x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, cut_mask=cut_mask, masks=masks
+    )
     out = empty_out_like(dense_rows(x), default_out_dtype(x, out_dtype))
-    return out, x.new_empty((x.shape[0], num_classes), dtype=torch.float32)
+    maps = masks.new_empty(masks.shape) if masks is not None else x.new_empty((0,), dtype=torch.int64)
+    return out, x.new_empty((x.shape[0], num_classes), dtype=torch.float32), maps
 
 
 @torch.library.register_fake("mixup_fused::mix_")
-def _mix_inplace_fake(x, target, perm, lam, boxes, num_classes, label_smoothing, check):
-    _checks.check_args(x, target, perm, lam, boxes, num_classes, label_smoothing, inplace=True)
+def _mix_inplace_fake(x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, check):
+    _checks.check_args(
+        x, target, perm, lam, boxes, num_classes, label_smoothing, inplace=True, cut_mask=cut_mask, masks=masks
+    )
     return x.new_empty((x.shape[0], num_classes), dtype=torch.float32)
 
 
 @torch.library.register_fake("mixup_fused::mix_backward")
-def _mix_backward_fake(grad, perm, lam, boxes):
+def _mix_backward_fake(grad, perm, lam, boxes, cut_mask):
     return empty_out_like(dense_rows(grad), grad.dtype)
 
 
@@ -120,34 +126,35 @@ def grad_x(mix_backward_fn, grad_out, perm, lam, boxes, std, x_dtype):
 
 
 def _mix_setup_context(ctx, inputs, output):
-    x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check = inputs
+    x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std, out_dtype, check = inputs
     ctx.x_dtype = x.dtype
-    ctx.save_for_backward(perm, lam, boxes, std)
-    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(perm, lam, boxes, cut_mask, std)
+    ctx.mark_non_differentiable(output[1], output[2])
 
 
-def _mix_backward(ctx, grad_out, grad_y):
-    perm, lam, boxes, std = ctx.saved_tensors
+def _mix_backward(ctx, grad_out, grad_y, grad_maps):
+    perm, lam, boxes, cut_mask, std = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0] and grad_out is not None:
-        grad = grad_x(torch.ops.mixup_fused.mix_backward, grad_out, perm, lam, boxes, std, ctx.x_dtype)
-    return grad, None, None, None, None, None, None, None, None, None, None
+        backward = lambda g, p, w, b: torch.ops.mixup_fused.mix_backward(g, p, w, b, cut_mask)  # noqa: E731
+        grad = grad_x(backward, grad_out, perm, lam, boxes, std, ctx.x_dtype)
+    return grad, None, None, None, None, None, None, None, None, None, None, None, None
 
 
 def _mix_backward_setup_context(ctx, inputs, output):
-    grad, perm, lam, boxes = inputs
-    ctx.save_for_backward(perm, lam, boxes)
+    grad, perm, lam, boxes, cut_mask = inputs
+    ctx.save_for_backward(perm, lam, boxes, cut_mask)
 
 
 def _mix_backward_backward(ctx, gg):
     # mix_backward is linear in its input: g -> A^T g, so its derivative is A,
     # the forward mix. This makes double (and higher) backward exact.
-    perm, lam, boxes = ctx.saved_tensors
+    perm, lam, boxes, cut_mask = ctx.saved_tensors
     if not ctx.needs_input_grad[0]:
-        return None, None, None, None
+        return None, None, None, None, None
     ids = torch.zeros(gg.shape[0], dtype=torch.int64, device=gg.device)  # one class: targets are negligible
-    out = torch.ops.mixup_fused.mix(gg, ids, perm, lam, boxes, 1, 0.0, None, None, None, False)[0]
-    return out, None, None, None
+    out = torch.ops.mixup_fused.mix(gg, ids, perm, lam, boxes, cut_mask, None, 1, 0.0, None, None, None, False)[0]
+    return out, None, None, None, None
 
 
 torch.library.register_autograd(
