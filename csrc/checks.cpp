@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <iomanip>
+#include <sstream>
+#include <string>
 
 namespace mixup_fused {
 namespace {
@@ -68,32 +70,105 @@ std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, cons
   return out;
 }
 
+std::vector<int64_t> spatial_of(const at::Tensor& x, const char* name) {
+  TORCH_CHECK_VALUE(x.dim() >= 3 && x.dim() <= 5, "mixup_fused: ", name,
+                    " need x of shape [B, C, T], [B, C, H, W] or [B, C, D, H, W], got x of shape ", x.sizes());
+  return std::vector<int64_t>(x.sizes().begin() + 2, x.sizes().end());
+}
+
+namespace {
+
+// A sequence as Python prints a tuple: (3,) or (1, 2).
+template <typename T>
+std::string py_tuple(const std::vector<T>& v) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t k = 0; k < v.size(); ++k) s << (k ? ", " : "") << v[k];
+  s << (v.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+// As _checks.box_error: row i is out of bounds in spatial dim d.
+std::string box_error(int64_t i, const std::vector<int64_t>& row, const std::vector<int64_t>& spatial, size_t d) {
+  std::ostringstream s;
+  const std::vector<int64_t> no_box(row.size(), -1);
+  if (spatial.size() == 2) {
+    s << "boxes[" << i << "] = " << py_tuple(row) << " must satisfy 0 <= y0 <= y1 <= H = " << spatial[0]
+      << " and 0 <= x0 <= x1 <= W = " << spatial[1] << ", or be " << py_tuple(no_box)
+      << " (NO_BOX) to mix that sample with lam";
+  } else {
+    s << "boxes[" << i << "] = " << py_tuple(row) << ": spatial dim " << d << " needs 0 <= lo <= hi <= "
+      << spatial[d] << " (spatial size " << py_tuple(spatial)
+      << ", (lo, hi) per dim), or the row all -1 (NO_BOX) to mix that sample with lam";
+  }
+  return s.str();
+}
+
+// A per-pixel tensor [B, *spatial] or [B, 1, *spatial] of x's batch and spatial size.
+void check_map_like(const at::Tensor& x, const at::Tensor& t, const char* name, bool dtype_ok, const char* what) {
+  const std::vector<int64_t> spatial = spatial_of(x, name);
+  check_same_device(x, t, name);
+  TORCH_CHECK_TYPE(dtype_ok, "mixup_fused: ", name, " must be ", what, ", got ", t.scalar_type());
+  std::vector<int64_t> plain{x.size(0)}, with_one{x.size(0), 1};
+  plain.insert(plain.end(), spatial.begin(), spatial.end());
+  with_one.insert(with_one.end(), spatial.begin(), spatial.end());
+  TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(plain) || t.sizes() == at::IntArrayRef(with_one), "mixup_fused: ",
+                    name, " must have shape [B, *spatial] = ", at::IntArrayRef(plain),
+                    " or [B, 1, *spatial] (x is ", x.sizes(), "), got ", t.sizes());
+}
+
+}  // namespace
+
 std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tensor>& boxes) {
   std::vector<Box> out;
   if (!boxes.has_value()) return out;
   const auto& b = *boxes;
   const int64_t B = x.size(0);
   check_same_device(x, b, "boxes");
-  TORCH_CHECK_VALUE(x.dim() == 4, "mixup_fused: boxes (CutMix) need x of shape [B, C, H, W], got x of shape ",
-                    x.sizes());
-  TORCH_CHECK_TYPE(!is_float(b.scalar_type()) && b.scalar_type() != at::kBool,
+  const std::vector<int64_t> spatial = spatial_of(x, "boxes (CutMix)");
+  const int64_t n = static_cast<int64_t>(spatial.size()), width = 2 * n;
+  TORCH_CHECK_TYPE(!is_float(b.scalar_type()) && b.scalar_type() != at::kBool && !at::isComplexType(b.scalar_type()),
                    "mixup_fused: boxes must be an integer tensor, got ", b.scalar_type());
-  TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) == B && b.size(1) == 4,
-                    "mixup_fused: boxes must have shape [B, 4] = [", B, ", 4], got ", b.sizes());
-  const int64_t H = x.size(2), W = x.size(3);
+  TORCH_CHECK_VALUE(b.dim() == 2 && b.size(0) == B && b.size(1) == width,
+                    "mixup_fused: boxes must have shape [B, 2 * spatial dims] = [", B, ", ", width,
+                    "] for x of shape ", x.sizes(), " ((lo, hi) per spatial dim), got ", b.sizes());
   const std::vector<int64_t> bl = host_values<int64_t>(b, at::kLong);
-  const int64_t* d = bl.data();
   out.resize(B);
   for (int64_t i = 0; i < B; ++i) {
-    Box bx{d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]};
-    TORCH_CHECK_VALUE(is_no_box(bx) || (0 <= bx.y0 && bx.y0 <= bx.y1 && bx.y1 <= H && 0 <= bx.x0 &&
-                                        bx.x0 <= bx.x1 && bx.x1 <= W),
-                      "mixup_fused: boxes[", i, "] = (", bx.y0, ", ", bx.y1, ", ", bx.x0, ", ", bx.x1,
-                      ") must satisfy 0 <= y0 <= y1 <= H = ", H, " and 0 <= x0 <= x1 <= W = ", W,
-                      ", or be (-1, -1, -1, -1) to mix that sample with lam");
-    out[i] = bx;
+    const std::vector<int64_t> row(bl.begin() + i * width, bl.begin() + (i + 1) * width);
+    bool none = true;
+    for (int64_t v : row) none = none && v == -1;
+    // Fewer than three spatial dims: the leading ones are (0, 1).
+    int64_t lohi[6] = {0, 1, 0, 1, 0, 1};
+    for (int64_t k = 0; k < width; ++k) lohi[6 - width + k] = row[k];
+    for (int64_t d = 0; d < n && !none; ++d) {
+      const int64_t lo = row[2 * d], hi = row[2 * d + 1];
+      TORCH_CHECK_VALUE(0 <= lo && lo <= hi && hi <= spatial[d], "mixup_fused: ",
+                        box_error(i, row, spatial, static_cast<size_t>(d)));
+    }
+    out[i] = Box{lohi[0], lohi[1], lohi[2], lohi[3], lohi[4], lohi[5], none};
   }
   return out;
+}
+
+void check_exclusive(const c10::optional<at::Tensor>& boxes, const c10::optional<at::Tensor>& cut_mask) {
+  TORCH_CHECK_VALUE(!(boxes.has_value() && cut_mask.has_value()),
+                    "mixup_fused: cut_mask and boxes are exclusive: pass one of them");
+}
+
+at::Tensor checked_cut_mask(const at::Tensor& x, const c10::optional<at::Tensor>& cut_mask) {
+  if (!cut_mask.has_value()) return at::Tensor();
+  const auto& m = *cut_mask;
+  check_map_like(x, m, "cut_mask", m.scalar_type() == at::kBool || m.scalar_type() == at::kByte,
+                 "a bool (or uint8) tensor");
+  return m.contiguous();
+}
+
+void check_masks(const at::Tensor& x, const c10::optional<at::Tensor>& masks) {
+  if (!masks.has_value()) return;
+  const auto t = masks->scalar_type();
+  check_map_like(x, *masks, "masks", t == at::kLong || t == at::kInt || t == at::kByte,
+                 "an integer label map (int64, int32 or uint8)");
 }
 
 // Returns the class ids (empty for soft targets).

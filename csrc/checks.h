@@ -20,7 +20,7 @@ bool is_float(at::ScalarType t);
 
 // A box row of all -1 (NO_BOX) marks a sample that is mixed with lam rather
 // than cut, so one call can serve timm's per-sample mixup/CutMix switch.
-inline bool is_no_box(const Box& b) { return b.y0 == -1 && b.y1 == -1 && b.x0 == -1 && b.x1 == -1; }
+inline bool is_no_box(const Box& b) { return b.none; }
 
 void check_x(const at::Tensor& x, bool normalize);
 void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* name);
@@ -28,7 +28,17 @@ void check_same_device(const at::Tensor& x, const at::Tensor& t, const char* nam
 std::vector<int64_t> checked_perm(const at::Tensor& x, const at::Tensor& perm, bool involution);
 // Each value, as given, must lie in [0, 1] (the kernels weight the partner by 1 - lam).
 std::vector<double> checked_lam(const at::Tensor& x, const at::Tensor& lam, const char* name = "lam");
+// x's spatial sizes (1 to 3 dims) for ``name``, an argument that needs them.
+std::vector<int64_t> spatial_of(const at::Tensor& x, const char* name);
+// One Box per row: (lo, hi) per spatial dim, [B, 2n] for n spatial dims.
 std::vector<Box> checked_boxes(const at::Tensor& x, const c10::optional<at::Tensor>& boxes);
+// A cut mask replaces the boxes: never both.
+void check_exclusive(const c10::optional<at::Tensor>& boxes, const c10::optional<at::Tensor>& cut_mask);
+// The cut mask, contiguous (bool or uint8, one byte per pixel: nonzero takes
+// the partner's pixel), or an undefined tensor when none is given.
+at::Tensor checked_cut_mask(const at::Tensor& x, const c10::optional<at::Tensor>& cut_mask);
+// Label maps: int64, int32 or uint8 [B, *spatial] or [B, 1, *spatial].
+void check_masks(const at::Tensor& x, const c10::optional<at::Tensor>& masks);
 // The class ids (empty for soft targets).
 std::vector<int64_t> checked_target(const at::Tensor& x, const at::Tensor& target, int64_t num_classes,
                                     double label_smoothing);

@@ -19,6 +19,40 @@ MIXUP_INLINE void pair_segment_as(scalar_t* __restrict xi, scalar_t* __restrict 
   }
 }
 
+// The storage of an element as an unsigned integer of its width: in-place
+// cuts and label maps move bits, never values.
+template <int N>
+struct Bits;
+template <>
+struct Bits<1> {
+  using type = uint8_t;
+};
+template <>
+struct Bits<2> {
+  using type = uint16_t;
+};
+template <>
+struct Bits<4> {
+  using type = uint32_t;
+};
+template <>
+struct Bits<8> {
+  using type = uint64_t;
+};
+
+// Two rows of a pair, each taking the other's element where its own cut mask
+// is set: one read and one write of both, a select per element.
+template <typename T>
+MIXUP_INLINE void select_pair_span(T* __restrict xi, T* __restrict xp, const uint8_t* __restrict mi,
+                                   const uint8_t* __restrict mp, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T a = xi[j];
+    const T b = xp[j];
+    xi[j] = mi[j] != 0 ? b : a;
+    xp[j] = mp[j] != 0 ? a : b;
+  }
+}
+
 // Rows i and p (i != p) over columns [j0, j1) of a line, each as ``si`` / ``sp``.
 template <typename scalar_t, typename acc_t>
 inline void pair_segment(int si, int sp, scalar_t* xi, scalar_t* xp, int64_t j0, int64_t j1, acc_t wi, acc_t ri,
@@ -88,10 +122,23 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
   }
   const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
   const int64_t k = g.layout == kNHWC ? g.C : 1;
-  const bool nhwc = g.layout == kNHWC;
+  const MaskLines cut(args.cut_mask, g);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = args.firsts[u / upr], p = args.perm[i];
     const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
+    if (args.cut_mask != nullptr) {
+      if (i == p) continue;  // where(C, x, x) is x
+      using bits_t = typename Bits<sizeof(scalar_t)>::type;
+      bits_t* xi = reinterpret_cast<bits_t*>(x + i * g.x_stride);
+      bits_t* xp = reinterpret_cast<bits_t*>(x + p * g.x_stride);
+      for (int64_t l = l0; l < l1; ++l) {
+        const int64_t dh = line_dh(g, l), off = l * L;
+        prefetch_span<1>(xi, off, L, g.row);
+        prefetch_span<1>(xp, off, L, g.row);
+        select_pair_span(xi + off, xp + off, cut.line(0, i, dh), cut.line(1, p, dh), L);
+      }
+      continue;
+    }
     const acc_t wi = static_cast<acc_t>(args.w_self[i]), wp = static_cast<acc_t>(args.w_self[p]);
     const acc_t ri = static_cast<acc_t>(args.w_part[i]), rp = static_cast<acc_t>(args.w_part[p]);
     const Box& bi = args.boxes[i];
@@ -102,12 +149,12 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
     scalar_t* xi = x + i * g.x_stride;
     scalar_t* xp = x + p * g.x_stride;
     for (int64_t l = l0; l < l1; ++l) {
-      const int64_t h = nhwc ? l : l % g.H;
+      const int64_t dh = line_dh(g, l);
       const int64_t off = l * L;
       prefetch_span<1>(xi, off, L, g.row);
       prefetch_span<1>(xp, off, L, g.row);
-      const bool hi = !mi && h >= bi.y0 && h < bi.y1;
-      const bool hp = !mp && h >= bp.y0 && h < bp.y1;
+      const bool hi = !mi && line_in_box(bi, dh, g.H);
+      const bool hp = !mp && line_in_box(bp, dh, g.H);
       const int64_t i0 = hi ? bi.x0 * k : 0, i1 = hi ? bi.x1 * k : 0;
       const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
       if (i == p) {

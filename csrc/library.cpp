@@ -48,12 +48,13 @@ PyMethodDef kMethods[] = {
 
 TORCH_LIBRARY(mixup_fused, m) {
   m.def(
-      "mix(Tensor x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, int num_classes, "
-      "float label_smoothing, Tensor? mean, Tensor? std, ScalarType? out_dtype, bool check) -> (Tensor, Tensor)");
+      "mix(Tensor x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask, Tensor? masks, "
+      "int num_classes, float label_smoothing, Tensor? mean, Tensor? std, ScalarType? out_dtype, bool check) "
+      "-> (Tensor, Tensor, Tensor)");
   m.def(
-      "mix_(Tensor(a!) x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, int num_classes, "
-      "float label_smoothing, bool check) -> Tensor");
-  m.def("mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes) -> Tensor");
+      "mix_(Tensor(a!) x, Tensor target, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask, "
+      "Tensor(b!)? masks, int num_classes, float label_smoothing, bool check) -> Tensor");
+  m.def("mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask) -> Tensor");
   m.def("collate_mix(Tensor[] samples, Tensor perm, Tensor w_self, Tensor w_part, Tensor? boxes, int rows) -> Tensor");
 }
 

@@ -110,6 +110,62 @@ MIXUP_INLINE void mix_pair_span(out_t* oi, out_t* op, const in_t* a, const in_t*
   });
 }
 
+// dst[j] = f(b[j]) where the cut mask m[j] is nonzero, else f(a[j]): a
+// select per element, no branch (both sides are loaded and transformed).
+template <typename in_t, typename out_t, typename acc_t>
+MIXUP_INLINE void select_span(out_t* dst, const in_t* a, const in_t* b, const uint8_t* m, int64_t n,
+                              const Norm<acc_t>& nm, int64_t c, bool cycle) {
+  with_transform(nm, c, cycle, [=](auto f) MIXUP_LAMBDA_INLINE {
+    out_t* __restrict d = dst;
+    const in_t* __restrict xa = a;
+    const in_t* __restrict xb = b;
+    const uint8_t* __restrict mk = m;
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t va = f(ld<acc_t>(xa[j]), j);
+      const acc_t vb = f(ld<acc_t>(xb[j]), j);
+      d[j] = Narrow<out_t>::from(mk[j] != 0 ? vb : va);
+    }
+  });
+}
+
+// The backward of a cut-mask row: (own term or +0) + (partner term or +0),
+// as the reference sums them: g[k] outside cut k, g[q] inside cut q.
+template <typename in_t, typename out_t, typename acc_t>
+MIXUP_INLINE void cut_grad_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b,
+                                const uint8_t* __restrict ma, const uint8_t* __restrict mb, int64_t n) {
+  const acc_t zero = acc_t(0);
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t va = ld<acc_t>(a[j]);
+    const acc_t vb = ld<acc_t>(b[j]);
+    dst[j] = Narrow<out_t>::from((ma[j] != 0 ? zero : va) + (mb[j] != 0 ? vb : zero));
+  }
+}
+
+// The cut mask's line (d, h) of a row, one byte per element of an image
+// line: kNCHW lines are the mask's own lines of W; a kNHWC line of W * C
+// elements repeats each mask byte C times, spread out in a buffer per slot
+// (the two rows of a pair, or a row and its partner).
+struct MaskLines {
+  const uint8_t* mask;
+  int64_t per_row, W, C;
+  uint8_t* buf;  // [2, W * C], kNHWC only
+  MaskLines(const uint8_t* m, const Geometry& g)
+      : mask(m), per_row(g.D * g.H * g.W), W(g.W), C(g.C), buf(nullptr) {
+    if (m != nullptr && g.layout == kNHWC) buf = new uint8_t[2 * (g.W * g.C > 0 ? g.W * g.C : 1)];
+  }
+  ~MaskLines() { delete[] buf; }
+  MaskLines(const MaskLines&) = delete;
+  MaskLines& operator=(const MaskLines&) = delete;
+  MIXUP_INLINE const uint8_t* line(int slot, int64_t row, int64_t dh) const {
+    const uint8_t* src = mask + row * per_row + dh * W;
+    if (buf == nullptr) return src;
+    uint8_t* __restrict dst = buf + slot * W * C;
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t c = 0; c < C; ++c) dst[w * C + c] = src[w];
+    return dst;
+  }
+};
+
 // A line of L columns cut at the edges of two column intervals [a0, a1) and
 // [b0, b1): within each of the (at most five) segments, being inside either
 // interval is constant, so the loops over a segment have no per-column
@@ -164,7 +220,7 @@ void mix_pairs_out_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0,
     const int64_t end = lines ? 0 : min64(first + kChunk, g.row);
     for (int64_t k = 0; k < count; ++k) {
       const int64_t off = lines ? (first + k) * len : first + k * len;
-      const int64_t c = (lines && !cycle) ? (first + k) / g.H : 0;
+      const int64_t c = lines ? line_channel(g, first + k) : 0;
       if (!lines) len = min64(kBlock, end - off);
       prefetch_span<0>(xa, off, len, g.row);
       prefetch_span<1>(oi, off, len, g.row);
@@ -216,6 +272,7 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
   const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
   const int64_t k = g.layout == kNHWC ? g.C : 1;
   const bool cycle = g.layout == kNHWC;
+  const MaskLines cut(args.cut_mask, g);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = u / upr;
     const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
@@ -225,19 +282,29 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
     const in_t* xb = x + pl.src * g.x_stride;
     out_t* o = out + i * g.out_stride;
     for (int64_t l = l0; l < l1; ++l) {
-      const int64_t h = cycle ? l : l % g.H;
-      const int64_t c = cycle ? 0 : l / g.H;
+      const int64_t dh = line_dh(g, l);
+      const int64_t c = line_channel(g, l);
       const int64_t off = l * L;
       prefetch_span<0>(xa, off, L, g.row);
       prefetch_span<0>(xb, off, L, g.row);
       prefetch_span<1>(o, off, L, g.row);
+      if (args.cut_mask != nullptr) {
+        // Cut mask: the partner where row i's mask is set (forward); the
+        // backward sums g[i] outside cut i and g[q] inside cut q.
+        const uint8_t* mi = cut.line(0, i, dh);
+        if (!args.backward)
+          select_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, L, nm, c, cycle);
+        else
+          cut_grad_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, cut.line(1, pl.src, dh), L);
+        continue;
+      }
       if (!args.backward) {
         if (!args.cutmix || pl.self_mix) {
           mix_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, L, ws, wp, nm, c, cycle);
           continue;
         }
         const Box& bs = pl.self_box;
-        if (h < bs.y0 || h >= bs.y1 || bs.x0 == bs.x1) {
+        if (!line_in_box(bs, dh, g.H) || bs.x0 == bs.x1) {
           copy_span<in_t, out_t, acc_t>(o + off, xa + off, L, nm, c, cycle);
         } else {
           // Self outside the box, partner inside: three spans.
@@ -253,8 +320,8 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       // partner term (weighted, or inside the partner's box).
       const Box& bs = pl.self_box;
       const Box& bp = pl.part_box;
-      const bool hs = !pl.self_mix && h >= bs.y0 && h < bs.y1;
-      const bool hp = !pl.part_mix && h >= bp.y0 && h < bp.y1;
+      const bool hs = !pl.self_mix && line_in_box(bs, dh, g.H);
+      const bool hp = !pl.part_mix && line_in_box(bp, dh, g.H);
       const int64_t s0 = hs ? bs.x0 * k : 0, s1 = hs ? bs.x1 * k : 0;
       const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
       const acc_t own_w = pl.self_mix ? ws : acc_t(1);
@@ -289,6 +356,8 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
 #include "inplace_loops.h"  // (inside this namespace, as half.h)
 
 #include "collate_loops.h"  // (inside this namespace, as half.h)
+
+#include "map_loops.h"  // (inside this namespace, as half.h)
 
 template <typename A, typename B>
 struct AccOf {
@@ -328,6 +397,7 @@ const KernelTable kTable = {
     {MIXUP_ROW(float), MIXUP_ROW(double), MIXUP_ROW(f16), MIXUP_ROW(bf16), MIXUP_ROW(uint8_t)},
     {&pairs_entry<float>, &pairs_entry<double>, &pairs_entry<f16>, &pairs_entry<bf16>},
     &collate_units,
+    {&maps_units<uint64_t>, &maps_units<uint32_t>, &maps_units<uint8_t>},
 };
 
 #undef MIXUP_ROW

@@ -90,7 +90,7 @@ def test_cpp_backward_op_writes_every_element(dtype, cutmix, gen):
     lam = edge_lam(B, gen, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     boxes = edge_boxes(B, H, W, gen, perm=perm) if cutmix else None
     for g in (grad, grad.contiguous(memory_format=torch.channels_last)):
-        out = torch.ops.mixup_fused.mix_backward(g, perm, lam, boxes)
+        out = torch.ops.mixup_fused.mix_backward(g, perm, lam, boxes, None)
         assert_matches(out, mix_backward_reference(grad, perm, lam, boxes), what="mix_backward", backend="cpp")
 
 

@@ -122,7 +122,7 @@ def _kernel_battery():
                 cases.append((tag, _mix, (xf, t, perm, lam, 21841, bx, 0.0)))
                 cases.append((tag + "-soft", _mix, (xf, soft, perm, lam, 50, bx, 0.2)))
                 cases.append((tag + "-inplace", _inplace, (xf, t, perm, lam, 21841, bx, 0.1)))
-                cases.append((tag + "-backward", torch.ops.mixup_fused.mix_backward, (gf, perm, lam, bx)))
+                cases.append((tag + "-backward", torch.ops.mixup_fused.mix_backward, (gf, perm, lam, bx, None)))
         cases.append((f"{dtype}-flat-odd", _mix, (x.reshape(7, -1)[:, 3:], t, perm, lam, 21841, None, 0.0)))
     xu = torch.randint(0, 256, (7, 3, 9, 37), generator=g, dtype=torch.uint8)
     lam = torch.rand(7, generator=g)
@@ -245,7 +245,7 @@ def test_cpp_equals_reference_bit_for_bit():
                     want_x, want_y = mix_reference(xf, t, perm, lam, num_classes=1000, boxes=bx, label_smoothing=eps)
                     assert torch.equal(bits(out), bits(want_x)), f"images {dtype} {fmt} boxes={bx is not None}"
                     assert torch.equal(bits(y), bits(want_y)), f"targets {dtype} eps={eps}"
-                grad = torch.ops.mixup_fused.mix_backward(xf, perm, lam, bx)
+                grad = torch.ops.mixup_fused.mix_backward(xf, perm, lam, bx, None)
                 assert torch.equal(bits(grad), bits(mix_backward_reference(xf, perm, lam, bx))), f"backward {dtype}"
     xu = torch.randint(0, 256, (7, 3, 9, 37), generator=g, dtype=torch.uint8)
     xu[0, :, 0, :] = torch.arange(37, dtype=torch.uint8)  # small values

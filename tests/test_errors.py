@@ -403,7 +403,7 @@ def test_inplace_op_on_x_requiring_grad_is_refused(gen):
     leaf = randn((4, 5), torch.float32, gen).requires_grad_()
     perm, lam, target = torch.tensor([1, 0, 3, 2]), random_lam(4, gen), class_ids(4, 3, gen)
     x = leaf.clone()
-    call = lambda: OPS.mix_(x, target, perm, lam, None, 3, 0.0, True)
+    call = lambda: OPS.mix_(x, target, perm, lam, None, None, None, 3, 0.0, True)
     assert_refused(call, ValueError, "requires grad", dict(x=x, target=target, perm=perm, lam=lam))
 
 

@@ -397,11 +397,11 @@ def _child(seconds: float, seed: int, max_calls: int) -> None:  # noqa: C901 - o
             mean, std = mean_std(x)
             mean = torch.tensor(mean) if isinstance(mean, list) else mean
             std = torch.tensor(std) if isinstance(std, list) else std
-            call_args = (x, t, p, lam, boxes, K, eps, mean, std, kw.get("out_dtype"), kw.get("check", True))
+            call_args = (x, t, p, lam, boxes, None, None, K, eps, mean, std, kw.get("out_dtype"), kw.get("check", True))
         elif which == "mix_":
-            call_args = (x, t, p, lam, boxes, K, eps, kw.get("check", True))
+            call_args = (x, t, p, lam, boxes, None, None, K, eps, kw.get("check", True))
         else:
-            call_args = (x, p, lam, boxes)
+            call_args = (x, p, lam, boxes, None)
         op = getattr(torch.ops.mixup_fused, which)
         desc = f"{which}(" + ", ".join(describe(a) for a in call_args) + ")"
         return "op", desc, lambda: op(*call_args), None

@@ -62,24 +62,24 @@ def _mix_args(case, device, requires_grad, gen):
     perm = random_perm(B, gen, device)
     if case == "mixup":
         x = randn((B, C, H, W), torch.float32, gen, device)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, K, 0.1, None, None, None)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, None, None, K, 0.1, None, None, None)
     elif case == "cutmix_ids":
         x = randn((B, C, H, W), torch.float32, gen, device)
         boxes = edge_boxes(B, H, W, gen, device, perm)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, 0.1, None, None, None)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, None, None, K, 0.1, None, None, None)
     elif case == "cutmix_nhwc_soft":
         x = randn((B, C, H, W), torch.float32, gen, device).contiguous(memory_format=torch.channels_last)
         boxes = edge_boxes(B, H, W, gen, device, perm)
-        args = (x, soft_targets(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, 0.0, None, None, None)
+        args = (x, soft_targets(B, K, gen, device), perm, random_lam(B, gen, device), boxes, None, None, K, 0.0, None, None, None)
     elif case == "float64_3d":
         x = randn((B, 3, 5), torch.float64, gen, device)
         lam = random_lam(B, gen, device, torch.float64)
-        args = (x, class_ids(B, K, gen, device), perm, lam, None, K, 0.2, None, None, None)
+        args = (x, class_ids(B, K, gen, device), perm, lam, None, None, None, K, 0.2, None, None, None)
     elif case == "float_normalize_bf16_out":
         x = randn((B, C, H, W), torch.float32, gen, device)
         mean = torch.tensor([0.1, 0.2, 0.3], device=device)
         std = torch.tensor([1.5, 0.5, 2.0], device=device)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, K, 0.1, mean, std)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, None, None, K, 0.1, mean, std)
         args = args + (torch.bfloat16,)
     elif case in ("uint8_normalize", "uint8_normalize_bf16_out"):
         x = torch.randint(0, 256, (B, C, H, W), generator=gen, dtype=torch.uint8).to(device)
@@ -87,7 +87,7 @@ def _mix_args(case, device, requires_grad, gen):
         std = torch.tensor([60.0, 57.0, 58.0], device=device)
         boxes = edge_boxes(B, H, W, gen, device, perm)
         eps, odt = (0.1, torch.float16) if case == "uint8_normalize" else (0.0, torch.bfloat16)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, eps, mean, std, odt)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, None, None, K, eps, mean, std, odt)
     else:
         raise AssertionError(case)
     if requires_grad:
@@ -130,9 +130,9 @@ def test_opcheck_mix_inplace(device, cutmix, requires_grad, gen):
     if requires_grad:
         # Writing into x that requires grad is refused (its gradient would be wrong).
         with pytest.raises(ValueError, match="requires grad"):
-            OPS.mix_(*args, boxes, K, 0.1, True)
+            OPS.mix_(*args, boxes, None, None, K, 0.1, True)
         return
-    torch.library.opcheck(OPS.mix_.default, args + (boxes, K, 0.1, True))
+    torch.library.opcheck(OPS.mix_.default, args + (boxes, None, None, K, 0.1, True))
 
 
 @pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
@@ -146,7 +146,7 @@ def test_opcheck_mix_backward(device, dtype, cutmix, requires_grad, gen):
     perm = random_perm(B, gen, device)
     boxes = edge_boxes(B, H, W, gen, device, perm) if cutmix else None
     lam = edge_lam(B, gen, device, dtype)
-    torch.library.opcheck(OPS.mix_backward.default, (grad, perm, lam, boxes))
+    torch.library.opcheck(OPS.mix_backward.default, (grad, perm, lam, boxes, None))
 
 
 # ----------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_inplace_op_bumps_the_version_of_x(gen):
     a = randn((B, 5), torch.float32, gen)
     prod = a * w  # saves a for w's gradient
     version = a._version
-    OPS.mix_(a, class_ids(B, K, gen), torch.tensor([1, 0, 3, 2]), random_lam(B, gen), None, K, 0.0, True)
+    OPS.mix_(a, class_ids(B, K, gen), torch.tensor([1, 0, 3, 2]), random_lam(B, gen), None, None, None, K, 0.0, True)
     assert a._version > version
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         prod.sum().backward()
