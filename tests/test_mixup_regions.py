@@ -42,9 +42,10 @@ def test_mixup_any_rank_equals_the_op_on_its_draws(shape, mode, backend):
     if mode == "batch":
         # One lam for the batch is a Python float (float64, as timm's); params.lam is its float32 rounding.
         torch.testing.assert_close(x_out, want_x)
+        torch.testing.assert_close(y, want_y)
     else:
         assert torch.equal(bits(x_out), bits(want_x))
-    torch.testing.assert_close(y, want_y, rtol=0, atol=1e-7)
+        torch.testing.assert_close(y, want_y, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("shape", [(64, 1, 200), (32, 2, 4, 6, 8)], ids=["1d", "3d"])
