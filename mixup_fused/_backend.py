@@ -72,7 +72,8 @@ def run_mix(backend, x, target, perm, lam, boxes, num_classes, label_smoothing, 
     if backend == "reference":
         return _mix_reference(*args)
     if backend == "triton" and not x.is_cuda:
-        return _TritonOnCPU.apply(*args)
+        out, y, _ = _TritonOnCPU.apply(x, target, perm, lam, boxes, None, None, *args[5:])
+        return out, y
     return torch.ops.mixup_fused.mix(*args)
 
 
@@ -87,7 +88,7 @@ def run_mix_(backend, x, target, perm, lam, boxes, num_classes, label_smoothing,
     if backend == "triton" and not x.is_cuda:
         from .triton import mix_inplace_triton
 
-        return mix_inplace_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, check)
+        return mix_inplace_triton(x, target, perm, lam, boxes, None, None, num_classes, label_smoothing, check)
     return torch.ops.mixup_fused.mix_(x, target, perm, lam, boxes, num_classes, label_smoothing, check)
 
 
@@ -104,20 +105,28 @@ class _TritonOnCPU(torch.autograd.Function):
     """The Triton launchers on CPU tensors (interpreter), with the registered op's autograd formula."""
 
     @staticmethod
-    def forward(ctx, x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check):
+    def forward(
+        ctx, x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std, out_dtype, check
+    ):
         from .triton import mix_triton
 
-        out, y = mix_triton(x, target, perm, lam, boxes, num_classes, label_smoothing, mean, std, out_dtype, check)
+        out, y, masks_out = mix_triton(
+            x, target, perm, lam, boxes, cut_mask, masks, num_classes, label_smoothing, mean, std, out_dtype, check
+        )
         ctx.x_dtype = x.dtype
-        ctx.save_for_backward(perm, lam, boxes, std)
-        ctx.mark_non_differentiable(y)
-        return out, y
+        ctx.save_for_backward(perm, lam, boxes, cut_mask, std)
+        ctx.mark_non_differentiable(y, masks_out)
+        return out, y, masks_out
 
     @staticmethod
-    def backward(ctx, grad_out, grad_y):
-        perm, lam, boxes, std = ctx.saved_tensors
-        grad = grad_x(_TritonBackwardOnCPU.apply, grad_out, perm, lam, boxes, std, ctx.x_dtype)
-        return grad, None, None, None, None, None, None, None, None, None, None
+    def backward(ctx, grad_out, grad_y, grad_masks):
+        perm, lam, boxes, cut_mask, std = ctx.saved_tensors
+
+        def backward_fn(g, perm, lam, boxes):
+            return _TritonBackwardOnCPU.apply(g, perm, lam, boxes, cut_mask)
+
+        grad = grad_x(backward_fn, grad_out, perm, lam, boxes, std, ctx.x_dtype)
+        return grad, None, None, None, None, None, None, None, None, None, None, None, None
 
 
 class _TritonBackwardOnCPU(torch.autograd.Function):
@@ -125,15 +134,15 @@ class _TritonBackwardOnCPU(torch.autograd.Function):
     (its derivative is the forward mix), like the registered op."""
 
     @staticmethod
-    def forward(ctx, grad, perm, lam, boxes):
+    def forward(ctx, grad, perm, lam, boxes, cut_mask):
         from .triton import mix_backward_triton
 
-        ctx.save_for_backward(perm, lam, boxes)
-        return mix_backward_triton(grad, perm, lam, boxes)
+        ctx.save_for_backward(perm, lam, boxes, cut_mask)
+        return mix_backward_triton(grad, perm, lam, boxes, cut_mask)
 
     @staticmethod
     def backward(ctx, gg):
-        perm, lam, boxes = ctx.saved_tensors
+        perm, lam, boxes, cut_mask = ctx.saved_tensors
         ids = torch.zeros(gg.shape[0], dtype=torch.int64, device=gg.device)
-        out, _ = _TritonOnCPU.apply(gg, ids, perm, lam, boxes, 1, 0.0, None, None, None, False)
-        return out, None, None, None
+        out, _, _ = _TritonOnCPU.apply(gg, ids, perm, lam, boxes, cut_mask, None, 1, 0.0, None, None, None, False)
+        return out, None, None, None, None
