@@ -422,3 +422,21 @@ def test_label_maps_too_long_for_int32_offsets_are_refused():
     masks = torch.empty((2, T), dtype=torch.int64, device=meta)
     with pytest.raises(ValueError, match="each sample of masks"):
         launcher.mix_triton(x, t, perm, torch.empty(2, device=meta), None, None, masks, 3, 0.0, None, None, None, False)
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_zero_channels_still_move_the_label_maps(inplace, gen):
+    """x ``[B, 0, H, W]`` has no image blocks; its label maps still move."""
+    spatial = SPATIAL["2d"]
+    x = torch.empty((B, 0, *spatial), device=DEVICE)
+    target, perm, lam = _batch(INVOLUTION, gen)
+    boxes = _boxes(spatial, gen)
+    masks = _maps(spatial, gen, torch.int64)
+    want = mix_maps_reference(masks, perm, x.shape, boxes)
+    if inplace:
+        launcher.mix_inplace_triton(x, target, perm, lam, boxes, None, masks, K, 0.0, True)
+        _assert_same(masks, want, "label maps (in place)")
+    else:
+        out, _, masks_out = _forward(x, target, perm, lam, boxes=boxes, masks=masks)
+        assert out.shape == x.shape
+        _assert_same(masks_out, want, "label maps")

@@ -28,6 +28,8 @@ from .._checks import FLOAT_DTYPES
 BLOCK = 2048
 NUM_WARPS = 4
 TARGET_BLOCK = 1024
+# Labels per program.
+MAP_BLOCK = 512
 # Where a row takes its partner (the CUT flag): nowhere (mixup), inside a box, or where a cut mask is set.
 CUT_NONE, CUT_BOX, CUT_MASK = 0, 1, 2
 
@@ -101,12 +103,14 @@ def _region(box_ptr, cut_ptr, r, s, valid, box_dims, S, H, W, CUT: tl.constexpr)
 
 @triton.jit
 def _mix_maps(map_ptr, map_out_ptr, box_ptr, cut_ptr, i, p, mblk, S, H, W, box_dims, map_shift,
-              BLOCK: tl.constexpr, CUT: tl.constexpr, INPLACE: tl.constexpr):  # fmt: skip
-    """Block ``mblk`` of label map row ``i``, as bytes (``2**map_shift`` per label)."""
+              MBLOCK: tl.constexpr, CUT: tl.constexpr, INPLACE: tl.constexpr):  # fmt: skip
+    """Block ``mblk`` of label map row ``i``: ``MBLOCK`` labels, each moved
+    as its ``2**map_shift`` bytes (one configuration for every label dtype);
+    where a label comes from is decided once per label."""
+    s = mblk * MBLOCK + tl.arange(0, MBLOCK)
+    valid = s < S
     row_bytes = S << map_shift
-    offs = mblk * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < row_bytes
-    s = offs >> map_shift
+    first = s << map_shift
     mi_ptr = map_ptr + i.to(tl.int64) * row_bytes
     mp_ptr = map_ptr + p.to(tl.int64) * row_bytes
     if INPLACE:
@@ -114,26 +118,29 @@ def _mix_maps(map_ptr, map_out_ptr, box_ptr, cut_ptr, i, p, mblk, S, H, W, box_d
         # between rows i and p; a row paired with itself keeps its labels. (The
         # launcher gives plain mixup no map blocks: nothing moves.)
         if CUT != 0:
-            i_blk = offs * 0 + i
+            i_blk = s * 0 + i
             valid = valid & (i_blk < p)
             in_i, mix_i = _region(box_ptr, cut_ptr, i, s, valid, box_dims, S, H, W, CUT)
             in_p, mix_p = _region(box_ptr, cut_ptr, p, s, valid, box_dims, S, H, W, CUT)
             take_i = valid & in_i & ~mix_i
             take_p = valid & in_p & ~mix_p
-            li = tl.load(mi_ptr + offs, mask=take_p)
-            lp = tl.load(mp_ptr + offs, mask=take_i)
-            tl.store(mi_ptr + offs, lp, mask=take_i)
-            tl.store(mp_ptr + offs, li, mask=take_p)
+            for byte in range(0, 1 << map_shift):
+                li = tl.load(mi_ptr + first + byte, mask=take_p)
+                lp = tl.load(mp_ptr + first + byte, mask=take_i)
+                tl.store(mi_ptr + first + byte, lp, mask=take_i)
+                tl.store(mp_ptr + first + byte, li, mask=take_p)
     else:
         out_row = map_out_ptr + i.to(tl.int64) * row_bytes
         if CUT != 0:
             in_i, mix_i = _region(box_ptr, cut_ptr, i, s, valid, box_dims, S, H, W, CUT)
             take = in_i & ~mix_i
-            own = tl.load(mi_ptr + offs, mask=valid & ~take, other=0)
-            part = tl.load(mp_ptr + offs, mask=valid & take, other=0)
-            tl.store(out_row + offs, tl.where(take, part, own), mask=valid)
+            for byte in range(0, 1 << map_shift):
+                own = tl.load(mi_ptr + first + byte, mask=valid & ~take, other=0)
+                part = tl.load(mp_ptr + first + byte, mask=valid & take, other=0)
+                tl.store(out_row + first + byte, tl.where(take, part, own), mask=valid)
         else:
-            tl.store(out_row + offs, tl.load(mi_ptr + offs, mask=valid), mask=valid)
+            for byte in range(0, 1 << map_shift):
+                tl.store(out_row + first + byte, tl.load(mi_ptr + first + byte, mask=valid), mask=valid)
 
 
 @triton.jit
@@ -170,6 +177,7 @@ def mix_images_targets_kernel(
     image_blocks,
     map_blocks,
     BLOCK: tl.constexpr,
+    MBLOCK: tl.constexpr,
     TBLOCK: tl.constexpr,
     CUT: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
@@ -193,8 +201,8 @@ def mix_images_targets_kernel(
     once and writes both; programs with i > src[i] only write targets.
 
     Programs ``(i, blk)``: image blocks, then ``map_blocks`` blocks of the
-    label maps (bytes, ``S << map_shift`` per row: a label moves as its
-    bytes, whatever its dtype; a pixel inside cut[i] takes the partner's
+    label maps (``MBLOCK`` labels each, a label moved as its ``2**map_shift``
+    bytes whatever its dtype; a pixel inside cut[i] takes the partner's
     label, any other pixel, and every blended row, keeps its own), then the
     target blocks: class ids from ``ids_ptr``, or float32 soft rows from
     ``soft_ptr`` when ``soft_targets`` (smoothed as ``t * keep + spread``);
@@ -298,7 +306,7 @@ def mix_images_targets_kernel(
     elif blk < image_blocks + map_blocks:
         if not BACKWARD:
             _mix_maps(map_ptr, map_out_ptr, box_ptr, cut_ptr, i, p, blk - image_blocks, S, H, W, box_dims,
-                      map_shift, BLOCK, CUT, INPLACE)  # fmt: skip
+                      map_shift, MBLOCK, CUT, INPLACE)  # fmt: skip
     else:
         k = (blk - image_blocks - map_blocks) * TBLOCK + tl.arange(0, TBLOCK)
         kmask = k < num_classes
@@ -329,6 +337,7 @@ def kernel_config(x_dtype, out_dtype, *, cut, channels_last, normalize, inplace,
         x=x_dtype,
         out=out_dtype,
         BLOCK=BLOCK,
+        MBLOCK=MAP_BLOCK,
         TBLOCK=TARGET_BLOCK,
         CUT=int(cut),
         # The layout only matters where positions are computed.

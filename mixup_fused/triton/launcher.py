@@ -23,13 +23,14 @@ from .kernel import (
     CUT_BOX,
     CUT_MASK,
     CUT_NONE,
+    MAP_BLOCK,
     NUM_WARPS,
     TARGET_BLOCK,
     kernel_config,
     mix_images_targets_kernel,
 )
 
-MAX_ROW = _checks.INT32_MAX - BLOCK  # offsets inside a row are int32
+MAX_ROW = _checks.INT32_MAX - max(BLOCK, MAP_BLOCK)  # offsets inside a row are int32
 
 
 def interpreter_active() -> bool:
@@ -75,7 +76,7 @@ def _launch(x, out, src, lam, boxes, cut_mask, maps, maps_out, mean, std, target
             )
         # In place, plain mixup moves no label.
         if not (inplace and cut == CUT_NONE):
-            map_blocks = triton.cdiv(S << map_shift, BLOCK)
+            map_blocks = triton.cdiv(S, MAP_BLOCK)
         maps = maps.view(torch.uint8)
         maps_out = maps_out.view(torch.uint8) if maps_out is not None else maps
     else:
