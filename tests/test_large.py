@@ -376,11 +376,11 @@ def child_triton_strided_rows(dtype_name: str, inplace: str, stride: str) -> Non
     t = torch.arange(B) % 10
     want_x, want_y = mix_reference(x0, t, perm, lam, num_classes=10, label_smoothing=0.2)
     if inplace == "inplace":
-        y = tm.triton_mix_(x, t, perm, lam, None, 10, 0.2)
+        y = tm.triton_mix_(x, t, perm, lam, None, None, None, 10, 0.2)
         got = x
     else:
         out = torch.full((B, R), float("nan"), dtype=dtype)
-        got, y = tm.triton_mix(x, t, perm, lam, None, 10, 0.2, None, None, out)
+        got, y, _ = tm.triton_mix(x, t, perm, lam, None, None, None, 10, 0.2, None, None, out)
         assert torch.equal(x, x0), "the input changed"
     assert_matches(got, want_x, what=f"rows {S} apart, {dtype_name} {inplace}", backend="triton")
     assert_matches(y, want_y, what="targets", backend="triton")

@@ -565,14 +565,14 @@ def test_triton_launcher_writes_every_element(device, dtype, channels_last, cutm
     boxes = edge_boxes(B, H, W, gen, device, perm) if cutmix else None
 
     out = poison(torch.empty_like(x))
-    _, y = launcher.triton_mix(x, target, perm, lam, boxes, K, 0.1, None, None, out)
+    _, y, _ = launcher.triton_mix(x, target, perm, lam, boxes, None, None, K, 0.1, None, None, out)
     ex, ey = mix_reference(x, target, perm, lam, num_classes=K, label_smoothing=0.1, boxes=boxes)
     assert_matches(out, ex, backend="triton")
     assert_matches(y, ey, backend="triton")
 
     grad = randn((B, C, H, W), dtype, gen, device).contiguous(memory_format=fmt)
     gout = poison(torch.empty_like(grad))
-    launcher.triton_mix_backward(grad, torch.argsort(perm), lam, boxes, gout)
+    launcher.triton_mix_backward(grad, torch.argsort(perm), lam, boxes, None, gout)
     assert_matches(gout, mix_backward_reference(grad, perm, lam, boxes), backend="triton")
 
 

@@ -72,6 +72,9 @@ def compile_config(cfg: dict, arch: int = 90, aligned: bool = True, fp_fusion: b
         "src_ptr": "*i64",
         "lam_ptr": "*fp64",  # every weight is rounded once from the float64 lam
         "box_ptr": "*i64",
+        "cut_ptr": "*u8",  # cut masks (bool viewed as uint8)
+        "map_ptr": "*u8",  # label maps of any integer dtype, moved as bytes
+        "map_out_ptr": "*u8",
         "mean_ptr": "*fp32",
         "std_ptr": "*fp32",
         "ids_ptr": "*i64",
