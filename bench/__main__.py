@@ -31,7 +31,11 @@ def parse_args(argv=None):
     p.add_argument("--tag", default="", help="suffix for the results file names")
     p.add_argument("--only", default="", help="comma-separated provider keys to run (rooflines always run)")
     p.add_argument("--skip", default="", help="comma-separated provider keys to leave out")
-    p.add_argument("--workloads", default="", help="comma-separated workloads (mixup, elem, cutmix, uint8, backward)")
+    p.add_argument(
+        "--workloads",
+        default="",
+        help="comma-separated workloads (mixup, elem, cutmix, uint8, backward, collate, seg, classmix, audio, video)",
+    )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)

@@ -15,6 +15,13 @@ IMAGENET = (64, 3, 224, 224)
 IMAGENET_GPU = (256, 3, 224, 224)
 LARGE = (16, 3, 512, 512)
 FEATURES = (32, 197, 768)
+AUDIO = (32, 1, 16000)  # one second of 16 kHz mono
+VIDEO = (8, 3, 16, 112, 112)  # 16-frame clips at 112x112 (C3D / R(2+1)D inputs)
+SEG_CLASSES = 19  # Cityscapes' training classes
+# Small versions for --quick.
+SEG_QUICK = (4, 3, 128, 128)
+AUDIO_QUICK = (8, 1, 4000)
+VIDEO_QUICK = (2, 3, 8, 32, 32)
 
 # timm's ImageNet mean/std in 0..255 units (what timm's PrefetchLoader uses on uint8 batches).
 MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -27,7 +34,18 @@ WORKLOADS = {
     "uint8": "uint8 images in: normalise (0..255 mean/std) + Mixup, half/float out",
     "backward": "feature mixing (Manifold Mixup) forward + backward through autograd",
     "collate": "collate uint8 samples with Mixup/CutMix per sample (timm FastCollateMixup 'elem'), one thread",
+    "seg": "CutMix of images + int64 label maps in place, one box of half the image per pair, no class targets",
+    "classmix": "ClassMix cut mask (drawn once, not timed) on images + int64 label maps in place, no class targets",
+    "audio": "CutMix in 1-D (Mixup(mixup_alpha=0, cutmix_alpha=1)), 1000 classes, label smoothing 0.1",
+    "video": "CutMix in 3-D (Mixup(mixup_alpha=0, cutmix_alpha=1)), 1000 classes, label smoothing 0.1",
 }
+
+# Workloads with integer label maps [B, *spatial] (segmentation) and no class targets.
+MAP_WORKLOADS = ("seg", "classmix")
+# Workloads whose CutMix box is drawn by the providers from np.random with one
+# seed (``Inputs.extra["cut_seed"]``), the same before every call; ``Inputs.boxes``
+# holds that box (for the bare op, which takes it without drawing).
+SEEDED_CUT_WORKLOADS = ("audio", "video")
 
 # Threads a workload runs on (None: torch's default). Collate-time mixing runs
 # in DataLoader workers, which torch sets to one thread.
@@ -65,6 +83,14 @@ class Case:
     def label(self) -> str:
         return f"{self.workload} {self.shape_str} {self.dtype_str}"
 
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return self.shape[2:]
+
+    def map_numel(self) -> int:
+        """Pixels of the label maps ``[B, *spatial]`` (0 without maps)."""
+        return self.batch * math.prod(self.spatial) if self.workload in MAP_WORKLOADS else 0
+
     def image_bytes(self) -> int:
         """x read once plus the mixed x written once."""
         return self.numel * (self.dtype.itemsize + self.out_dtype.itemsize)
@@ -76,9 +102,14 @@ class Case:
         float32 ``[B, K]`` targets written (perm, lam and boxes are negligible).
         Backward: the forward (h read, mixed h written) plus the backward (the
         incoming gradient read, the gradient of h written); no targets.
+        Label maps (seg, classmix): x and the int64 maps read and written, no
+        class targets; ClassMix also reads its bool cut mask.
         """
         if self.workload == "backward":
             return 2 * self.image_bytes()
+        if self.workload in MAP_WORKLOADS:
+            mask = self.map_numel() if self.workload == "classmix" else 0
+            return self.image_bytes() + 2 * 8 * self.map_numel() + mask
         return self.image_bytes() + self.batch * 8 + self.batch * self.num_classes * 4
 
 
@@ -92,12 +123,14 @@ class Inputs:
     perm: torch.Tensor  # flip: an involution, timm's pairing
     lam: float
     lam_vec: torch.Tensor  # float32 [B]
-    boxes: torch.Tensor  # int64 [B, 4] (y0, y1, x0, x1), the same box on every row
-    box_lam: float  # 1 - box area / image area
+    boxes: torch.Tensor  # int64 [B, 2n], (lo, hi) per spatial dim (2-D: y0, y1, x0, x1); seg: one box per pair
+    box_lam: float  # 1 - box volume / image volume (the same on every row)
     mean: torch.Tensor | None = None  # float32 [C]
     std: torch.Tensor | None = None
     grad: torch.Tensor | None = None  # the incoming gradient (backward workload)
     samples: list | None = None  # (uint8 CHW numpy array, class id) per sample (collate workload)
+    maps: torch.Tensor | None = None  # int64 label maps [B, *spatial] (seg, classmix)
+    cut_mask: torch.Tensor | None = None  # bool [B, *spatial], ClassMix's (classmix)
     extra: dict = field(default_factory=dict)
 
     def x_float(self) -> torch.Tensor:
@@ -144,7 +177,67 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0) -> Inputs:
         inp.grad = torch.randn(case.shape, generator=gen).to(case.dtype).to(device)
     if case.workload == "collate":
         inp.samples = [(x[i].numpy(), int(target[i])) for i in range(B)]
+    if case.workload in MAP_WORKLOADS:
+        inp.maps = label_maps(case, gen).to(device)
+    if case.workload == "seg":
+        inp.boxes, inp.box_lam = half_area_boxes(case, inp.perm.cpu())
+        inp.boxes = inp.boxes.to(device)
+    if case.workload == "classmix":
+        from mixup_fused.sampling import classmix_masks
+
+        draw = torch.Generator(device=device).manual_seed(seed)
+        inp.cut_mask = classmix_masks(inp.maps, inp.perm, generator=draw)
+    if case.workload in SEEDED_CUT_WORKLOADS:
+        from .peers import cutmix_draw_nd
+
+        inp.extra["cut_seed"] = seed_ = half_cut_seed(case.spatial)
+        np.random.seed(seed_)
+        box, inp.box_lam = cutmix_draw_nd(case.spatial)  # the box every call of the seeded providers cuts
+        inp.boxes = torch.tensor([box] * B, dtype=torch.int64, device=device)
     return inp
+
+
+def label_maps(case: Case, gen: torch.Generator) -> torch.Tensor:
+    """int64 segmentation maps ``[B, *spatial]``: a 16-per-side grid of
+    regions, each of one of ``case.num_classes`` classes (nearest-upsampled
+    from a coarse random map, so that the maps are piecewise constant)."""
+    grid = 16
+    coarse = torch.randint(0, case.num_classes, (case.batch,) + (grid,) * len(case.spatial), generator=gen)
+    maps = coarse
+    for d, size in enumerate(case.spatial):
+        idx = torch.arange(size) * grid // size
+        maps = maps.index_select(d + 1, idx)
+    return maps.contiguous()
+
+
+def half_area_boxes(case: Case, perm: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """One box per pair (row i and perm[i] share it), each of sides
+    ``round(side / sqrt(2))``, about half the image, placed differently for
+    every pair. Returns ``(int64 [B, 4] boxes, 1 - box area / image area)``."""
+    H, W = case.spatial
+    h, w = round(H / math.sqrt(2)), round(W / math.sqrt(2))
+    boxes = torch.zeros(case.batch, 4, dtype=torch.int64)
+    for i in range(case.batch):
+        pair = min(i, int(perm[i]))
+        y0, x0 = (pair * 53) % (H - h + 1), (pair * 97) % (W - w + 1)
+        boxes[i] = torch.tensor([y0, y0 + h, x0, x0 + w])
+    return boxes, 1.0 - h * w / (H * W)
+
+
+def half_cut_seed(spatial: tuple[int, ...]) -> int:
+    """The first ``np.random`` seed whose CutMix draw (timm's batch-mode law,
+    ``bench.peers.cutmix_draw_nd``) cuts between 45% and 55% of the volume: a
+    fixed amount of work per call, like the half-image box of 'seg'."""
+    from .peers import cutmix_draw_nd
+
+    total = math.prod(spatial)
+    for seed in range(1000):
+        np.random.seed(seed)
+        box, _ = cutmix_draw_nd(spatial)
+        volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(spatial)))
+        if 0.45 <= volume / total <= 0.55:
+            return seed
+    raise RuntimeError(f"no seed below 1000 cuts about half of {spatial}")
 
 
 def build_cases(device: torch.device, quick: bool) -> list[Case]:
@@ -162,6 +255,10 @@ def build_cases(device: torch.device, quick: bool) -> list[Case]:
             Case("uint8", IMAGENET, u8, bf16),
             Case("backward", FEATURES, f32, f32),
             *([Case("collate", IMAGENET, u8, u8)] if device.type == "cpu" else []),
+            Case("seg", SEG_QUICK, f32, f32, num_classes=SEG_CLASSES, label_smoothing=0.0),
+            Case("classmix", SEG_QUICK, f32, f32, num_classes=SEG_CLASSES, label_smoothing=0.0),
+            Case("audio", AUDIO_QUICK, f32, f32),
+            Case("video", VIDEO_QUICK, f32, f32),
         ]
     cases: list[Case] = []
     for shape in [*images, FEATURES]:
@@ -182,4 +279,17 @@ def build_cases(device: torch.device, quick: bool) -> list[Case]:
         cases.append(Case("backward", FEATURES, dt, dt))
     if device.type == "cpu":
         cases.append(Case("collate", IMAGENET, u8, u8))
+    cases += dense_cases()
     return cases
+
+
+def dense_cases() -> list[Case]:
+    """Segmentation, audio and video: the full-size cases of the new input kinds."""
+    f32, bf16 = torch.float32, torch.bfloat16
+    return [
+        Case("seg", LARGE, f32, f32, num_classes=SEG_CLASSES, label_smoothing=0.0),
+        Case("classmix", LARGE, f32, f32, num_classes=SEG_CLASSES, label_smoothing=0.0),
+        Case("audio", AUDIO, f32, f32),
+        Case("video", VIDEO, f32, f32),
+        Case("video", VIDEO, bf16, bf16),
+    ]

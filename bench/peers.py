@@ -274,3 +274,66 @@ def naive_normalize_mix(x, target, perm, lam, mean, std, out_dtype, num_classes:
 def naive_features(h, perm, lam):
     """Manifold-Mixup-style feature mixing with plain tensor ops (autograd through it)."""
     return lam * h + (1 - lam) * h[perm]
+
+
+# ---------------------------------------------------------------------------
+# Per-sample loops: what research code for segmentation (CutMix-Seg, ClassMix)
+# and for audio / video CutMix writes, one Python iteration per sample on
+# clones of the batch.
+# ---------------------------------------------------------------------------
+
+
+def cutmix_draw_nd(spatial: tuple[int, ...], alpha: float = 1.0):
+    """One CutMix box for the batch in ``len(spatial)`` dims, from numpy's
+    global RNG in timm's batch-mode order (the ``prob`` test, lam ~ Beta,
+    then a uniform centre per dim): side ratio ``(1 - lam) ** (1 / n)``, the
+    cut ``int(size * ratio)`` around the centre, clipped. Returns ``(box,
+    lam)`` with ``box = (lo0, hi0, lo1, hi1, ...)`` and lam corrected to
+    ``1 - cut volume / total volume``."""
+    np.random.rand()  # timm's `np.random.rand() < mix_prob`, prob = 1
+    lam = np.random.beta(alpha, alpha)
+    ratio = (1 - lam) ** (1 / len(spatial))
+    centres = [int(np.random.randint(0, size)) for size in spatial]
+    box = []
+    for size, c in zip(spatial, centres, strict=True):
+        cut = int(size * ratio)
+        box += (min(max(c - cut // 2, 0), size), min(max(c + (cut + 1) // 2, 0), size))
+    volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(spatial)))
+    return tuple(box), 1.0 - volume / math.prod(spatial)
+
+
+def _box_slices(box) -> tuple[slice, ...]:
+    return tuple(slice(box[2 * d], box[2 * d + 1]) for d in range(len(box) // 2))
+
+
+def loop_cut_boxes(x: torch.Tensor, partners: list[int], boxes: list[tuple], maps: torch.Tensor | None = None):
+    """CutMix by slicing, sample by sample, out of place: for each i,
+    ``out[i, :, box_i] = x[partners[i], :, box_i]`` (any spatial rank), and
+    the same for the label maps ``[B, *spatial]`` when given. Returns ``out``
+    or ``(out, maps_out)``."""
+    out = x.clone()
+    maps_out = None if maps is None else maps.clone()
+    for i, (j, box) in enumerate(zip(partners, boxes, strict=True)):
+        cut = _box_slices(box)
+        out[(i, slice(None), *cut)] = x[(j, slice(None), *cut)]
+        if maps is not None:
+            maps_out[(i, *cut)] = maps[(j, *cut)]
+    return out if maps is None else (out, maps_out)
+
+
+def loop_cutmix(x, target, partners: list[int], box, lam: float, num_classes: int, label_smoothing: float):
+    """Batch CutMix with one box, per-sample slicing loop (out of place), and
+    the mixed, smoothed one-hot targets: ``(mixed x, targets)``."""
+    out = loop_cut_boxes(x, partners, [box] * len(partners))
+    y = naive_smoothed_one_hot(target, num_classes, label_smoothing)
+    return out, lam * y + (1 - lam) * y[partners]
+
+
+def loop_classmix(x: torch.Tensor, maps: torch.Tensor, partners: list[int], cut_mask: torch.Tensor):
+    """ClassMix's per-sample mix (out of place): image i is
+    ``where(cut_mask[i], x[partners[i]], x[i])`` over all channels, its map
+    likewise. Returns ``(mixed x, mixed maps)``."""
+    pairs = list(enumerate(partners))
+    out = torch.stack([torch.where(cut_mask[i], x[j], x[i]) for i, j in pairs])
+    maps_out = torch.stack([torch.where(cut_mask[i], maps[j], maps[i]) for i, j in pairs])
+    return out, maps_out

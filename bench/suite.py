@@ -74,6 +74,8 @@ def _run_case(case: Case, device, timer, budget: Budget, *, quick: bool, only=No
             _sync(device)
             row["check_s"] = round(time.perf_counter() - t0, 3)  # includes torch.compile's compilation
             row["verified"] = True
+            if prepared.roofline_bytes is not None:
+                row["roofline_bytes"] = prepared.roofline_bytes
             if prepared.note:
                 row["note"] = prepared.note
             fns[p.key] = prepared.fn
@@ -144,6 +146,10 @@ def derive(rows: list[dict]) -> None:
 
 
 def _roofline_bytes_from_row(r: dict, kind: str) -> int:
+    """The bytes a roofline row moves: what it declared (``Prepared.roofline_bytes``),
+    else x read and written (uint8 -> float: x read, the float copy written)."""
+    if r.get("roofline_bytes") is not None:
+        return r["roofline_bytes"]
     numel = 1
     for s in r["shape"]:
         numel *= s

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cases import IMAGENET, IMAGENET_GPU, Case
+from .cases import IMAGENET, IMAGENET_GPU, Case, dense_cases
 
 X_ROOFLINE = "x roofline"
 SPEEDUP = "speed-up"
@@ -137,8 +137,55 @@ def _table(shape: tuple[int, ...]) -> list[Target]:
     ]
 
 
+def _dense_table() -> list[Target]:
+    """Segmentation label maps, audio and video: the new input kinds, in place."""
+    seg, classmix, audio, video, video_bf16 = (c.label for c in dense_cases())
+    maps = ("roofline_inplace_maps",)
+    return [
+        Target(
+            "CutMix images + label maps in place (seg)",
+            seg,
+            "ours_inplace_maps",
+            maps,
+            X_ROOFLINE,
+            1.3,
+            "one launch moves the pixels and the labels inside each pair's box: at most the bytes of "
+            "x.mul_(0.5) plus maps.bitwise_not_()",
+        ),
+        Target(
+            "ClassMix images + label maps in place",
+            classmix,
+            "ours_inplace_maps",
+            maps,
+            X_ROOFLINE,
+            1.3,
+            "one pass reads the cut mask once and swaps the masked pixels and labels of each pair: "
+            "the bytes of the in-place passes over x, the maps and the cut mask",
+        ),
+        *(
+            Target(
+                name,
+                label,
+                "ours_Mixup_cutmix",
+                ("roofline_inplace",),
+                X_ROOFLINE,
+                1.3,
+                "CutMix in place in any spatial rank reads and writes only the box: at most the bytes of x.mul_(0.5)",
+            )
+            for name, label in (
+                ("Mixup CutMix 1-D (audio), fp32", audio),
+                ("Mixup CutMix 3-D (video), fp32", video),
+                ("Mixup CutMix 3-D (video), bf16", video_bf16),
+            )
+        ),
+    ]
+
+
 # The same promises on each device, at the batch its runs measure.
-TARGETS: dict[str, list[Target]] = {"cpu": _table(IMAGENET) + _collate_table(), "cuda": _table(IMAGENET_GPU)}
+TARGETS: dict[str, list[Target]] = {
+    "cpu": _table(IMAGENET) + _collate_table() + _dense_table(),
+    "cuda": _table(IMAGENET_GPU) + _dense_table(),
+}
 
 
 def _measured(rows: list[dict], case: str, provider: str) -> tuple[dict | None, str, str]:

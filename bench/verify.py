@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from mixup_fused.reference import mix_backward_reference, mix_reference, mix_targets_reference
+from mixup_fused.reference import (
+    mix_backward_reference,
+    mix_images_reference,
+    mix_inplace_reference,
+    mix_maps_reference,
+    mix_reference,
+    mix_targets_reference,
+)
 
 
 class VerificationError(AssertionError):
@@ -118,16 +125,32 @@ def fit_lam(x: torch.Tensor, x_pair: torch.Tensor, out: torch.Tensor) -> torch.T
 
 
 def boxes_from_change(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Per-sample half-open bounding box of the pixels where ``out`` differs from ``x``."""
-    changed = (out != x).any(1)  # [B, H, W]
-    B, H, W = changed.shape
-    boxes = torch.zeros(B, 4, dtype=torch.int64, device=x.device)
-    rows, cols = changed.any(2), changed.any(1)
+    """Per-sample half-open bounding box ``(lo, hi)`` per spatial dim of the
+    pixels where ``out`` differs from ``x`` (``[B, C, *spatial]``, 1 to 3
+    spatial dims); an unchanged sample gets the empty box of zeros."""
+    changed = (out != x).any(1)  # [B, *spatial]
+    B, n = changed.shape[0], changed.dim() - 1
+    boxes = torch.zeros(B, 2 * n, dtype=torch.int64, device=x.device)
+    along = [
+        changed.any(dim=tuple(e for e in range(1, n + 1) if e != d)) if n > 1 else changed for d in range(1, n + 1)
+    ]
     for i in range(B):
-        r, c = rows[i].nonzero().flatten(), cols[i].nonzero().flatten()
-        if r.numel():
-            boxes[i] = torch.stack([r[0], r[-1] + 1, c[0], c[-1] + 1])
+        idx = [a[i].nonzero().flatten() for a in along]
+        if idx[0].numel():
+            boxes[i] = torch.stack([v for ix in idx for v in (ix[0], ix[-1] + 1)])
     return boxes
+
+
+def cut_fraction(boxes: torch.Tensor, spatial) -> torch.Tensor:
+    """Per-row cut volume over the total volume of ``[B, 2n]`` boxes."""
+    n = boxes.shape[1] // 2
+    volume = torch.ones(boxes.shape[0], dtype=torch.float64, device=boxes.device)
+    for d in range(n):
+        volume *= (boxes[:, 2 * d + 1] - boxes[:, 2 * d]).double()
+    total = 1
+    for s in spatial:
+        total *= s
+    return volume / total
 
 
 def lam_from_targets(inp, y_out: torch.Tensor, label_smoothing: float, rows: int) -> torch.Tensor:
@@ -165,12 +188,10 @@ def check_mix_inferred(
     if cutmix:
         x = inp.x_float() if inp.case.dtype == torch.uint8 else inp.x
         boxes = boxes_from_change(x, x_out)
-        H, W = x.shape[-2:]
-        area = ((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).double()
-        result = check_mix(
-            inp, x_out, y_out, perm, 1.0 - area / (H * W), boxes=boxes, label_smoothing=ls, y_atol=y_atol
-        )
+        fraction = cut_fraction(boxes, x.shape[2:])
+        result = check_mix(inp, x_out, y_out, perm, 1.0 - fraction, boxes=boxes, label_smoothing=ls, y_atol=y_atol)
         result["inferred"] = "boxes from changed pixels"
+        result["cut_fraction"] = round(float(fraction.max()), 4)
         return result
     xf = inp.x_float()
     n = inp.case.batch if rows is None else rows
@@ -207,6 +228,46 @@ def check_backward(inp, out: torch.Tensor, grad_h: torch.Tensor, perm, lam) -> d
     want = mix_backward_reference(inp.grad, perm, lam_t)
     atol, rtol = tolerance(case.dtype, float(inp.grad.abs().max()))
     result["max_abs_err_grad"] = _compare("grad", grad_h, want, atol, rtol)
+    return result
+
+
+def check_maps(
+    inp,
+    x_out: torch.Tensor,
+    maps_out: torch.Tensor,
+    perm: torch.Tensor,
+    lam,
+    *,
+    boxes: torch.Tensor | None = None,
+    cut_mask: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> dict:
+    """Images and label maps cut with ``boxes`` or ``cut_mask`` (the case's
+    ``inp.maps``; no class targets) against the reference: the in-place one
+    (``mix_inplace_reference``) for an in-place provider, ``mix_images_reference``
+    and ``mix_maps_reference`` otherwise. Cut pixels and labels are moved,
+    never computed: both must match exactly."""
+    lam_t = torch.as_tensor(lam, dtype=torch.float64, device=inp.x.device).expand(inp.case.batch)
+    if inplace:
+        want_maps = inp.maps.clone()
+        want_x = mix_inplace_reference(inp.x.clone(), perm, lam_t, boxes, cut_mask=cut_mask, masks=want_maps)
+    else:
+        want_x = mix_images_reference(inp.x, perm, lam_t, boxes, cut_mask=cut_mask)
+        want_maps = mix_maps_reference(inp.maps, perm, inp.x.shape, boxes, cut_mask)
+    result = {"max_abs_err_x": _compare("x_out", x_out, want_x, 0.0, 0.0)}
+    if maps_out.shape != want_maps.shape or maps_out.dtype != want_maps.dtype:
+        raise VerificationError(
+            f"maps_out: {maps_out.dtype} {list(maps_out.shape)}, expected {want_maps.dtype} {list(want_maps.shape)}"
+        )
+    wrong = int((maps_out != want_maps).sum())
+    if wrong:
+        raise VerificationError(f"maps_out: {wrong} of {maps_out.numel()} labels differ from the reference")
+    result["maps_exact"] = True
+    cut = cut_mask.reshape(cut_mask.shape[0], -1) if cut_mask is not None else None
+    if cut is None and boxes is not None:
+        result["cut_fraction"] = round(float(cut_fraction(boxes, inp.x.shape[2:]).mean()), 4)
+    elif cut is not None:
+        result["cut_fraction"] = round(float(cut.float().mean()), 4)
     return result
 
 

@@ -5,6 +5,7 @@ the results file, the markdown table and the plot."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -76,3 +77,44 @@ def test_quick_mode_verified_every_timed_provider(quick_run):
     # Nothing we ship failed verification or crashed; a peer that did would be reported, not hidden.
     bad = [r for r in rows if r["status"] in ("failed", "error")]
     assert not [r for r in bad if r["provider"].startswith("ours")], bad
+
+
+@pytest.mark.slow
+def test_quick_mode_covers_maps_audio_video(quick_run):
+    """The small seg / classmix / audio / video cases ran: ours and the per-sample
+    loop verified and timed against the case's in-place roofline, whose bytes
+    (images + maps, + cut mask) the roofline row declares."""
+    _, data, _, _ = quick_run
+    rows = data["rows"]
+    for workload in ("seg", "classmix", "audio", "video"):
+        case_rows = {r["provider"]: r for r in rows if r["workload"] == workload}
+        assert case_rows, f"no {workload} case in the quick run"
+        ours = "ours_inplace_maps" if workload in ("seg", "classmix") else "ours_Mixup_cutmix"
+        for key in (ours, "loop"):
+            r = case_rows.get(key)
+            assert r is not None and r["status"] == "ok" and r["verified"] is True, (workload, key, r)
+            assert r["kind"] == "inplace" and r["x_roofline"] > 0, r
+            assert 0.3 < r["check"]["cut_fraction"] < 0.7, r  # about half the image is cut
+        roof = [r for r in case_rows.values() if r["roofline"]]
+        assert len(roof) == 1 and roof[0]["status"] == "ok", roof
+        if workload in ("seg", "classmix"):
+            case = roof[0]
+            pixels = case["shape"][0] * case["shape"][2] * case["shape"][3]
+            mask = 2 * pixels if workload == "classmix" else 0
+            assert case["bytes"] == 2 * 4 * math.prod(case["shape"]) + 2 * 8 * pixels + mask, case
+
+
+def test_every_target_names_a_case_and_providers_of_the_full_run():
+    """Each target's case is one the full run builds, and its providers run on that case."""
+    import torch
+
+    from bench import providers as prov
+    from bench.cases import build_cases
+    from bench.targets import TARGETS
+
+    for device, targets in TARGETS.items():
+        cases = {c.label: c for c in build_cases(torch.device(device), quick=False)}
+        for t in targets:
+            assert t.case in cases, (device, t.name, t.case)
+            keys = {p.key for p in prov.providers_for(cases[t.case], quick=False)}
+            assert {t.ours, *t.against} <= keys, (device, t.name, keys)

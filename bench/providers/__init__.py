@@ -26,12 +26,32 @@ TIMM_BASELINE = {
 }
 
 MIX = ("mixup", "elem", "cutmix")
+MAPS = ("seg", "classmix")  # images + label maps
+ND = ("audio", "video")  # CutMix in 1-D and 3-D
 IMG = ("mixup", "elem", "cutmix", "backward")
 COMPILED = {"quick": False, "applies": theirs.compile_cases}
 
 PROVIDERS: list[Provider] = [
     Provider("roofline_copy", "roofline: y.copy_(x)", "copy", IMG, baselines.roofline_copy, roofline=True),
-    Provider("roofline_inplace", "roofline: x.mul_(0.5)", "inplace", MIX, baselines.roofline_inplace, roofline=True),
+    Provider(
+        "roofline_inplace", "roofline: x.mul_(0.5)", "inplace", MIX + ND, baselines.roofline_inplace, roofline=True
+    ),
+    Provider(
+        "roofline_inplace_maps",
+        "roofline: x.mul_(0.5) + maps.bitwise_not_()",
+        "inplace",
+        ("seg",),
+        baselines.roofline_inplace_maps,
+        roofline=True,
+    ),
+    Provider(
+        "roofline_inplace_maps",
+        "roofline: x.mul_(0.5) + maps.bitwise_not_() + cut_mask.logical_not_()",
+        "inplace",
+        ("classmix",),
+        baselines.roofline_inplace_maps,
+        roofline=True,
+    ),
     Provider(
         "roofline_convert",
         "roofline: y.copy_(x_uint8)",
@@ -54,6 +74,8 @@ PROVIDERS: list[Provider] = [
     Provider("naive", "naive torch", "convert", ("uint8",), theirs.naive_uint8),
     Provider("naive", "naive torch", "copy", ("cutmix",), theirs.naive_cutmix),
     Provider("naive_autograd", "naive torch (autograd)", "copy", ("backward",), theirs.naive_backward),
+    Provider("loop", "per-sample loop (images+maps)", "inplace", MAPS, theirs.loop_maps),
+    Provider("loop", "per-sample loop CutMix (slicing)", "inplace", ND, theirs.loop_cutmix),
     Provider("tv_mixup", "torchvision v2 MixUp", "copy", ("mixup",), theirs.tv_mixup),
     Provider("tv_cutmix", "torchvision v2 CutMix", "copy", ("cutmix",), theirs.tv_cutmix),
     Provider("kornia_mixup", "kornia RandomMixUpV2", "copy", ("elem",), theirs.kornia_mixup, quick=False),
@@ -68,7 +90,7 @@ PROVIDERS: list[Provider] = [
     Provider("compile", "torch.compile(naive)", "convert", ("uint8",), theirs.compiled_naive, **COMPILED),
     Provider("compile", "torch.compile(naive) (autograd)", "copy", ("backward",), theirs.compiled_naive, **COMPILED),
     Provider("ours", "ours mix", "copy", MIX, ours.ours),
-    Provider("ours_inplace", "ours mix in-place", "inplace", MIX, ours.ours_inplace),
+    Provider("ours_inplace", "ours mix in-place", "inplace", MIX + ND, ours.ours_inplace),
     Provider("ours_uint8", "ours mix uint8 (normalise+mix)", "convert", ("uint8",), ours.ours_uint8),
     Provider("ours_autograd", "ours mix (autograd)", "copy", ("backward",), ours.ours_backward),
     Provider("ours_mix_features", "ours mix_features (autograd)", "copy", ("backward",), ours.ours_features_backward),
@@ -79,6 +101,8 @@ PROVIDERS: list[Provider] = [
     Provider("ours_Mixup_cutmix", "ours Mixup cutmix", "inplace", ("cutmix",), ours.ours_mixup_cutmix),
     Provider("ours_MixUp", "ours MixUp (torchvision-style)", "copy", ("mixup",), ours.ours_tv_mixup),
     Provider("ours_CutMix", "ours CutMix (torchvision-style)", "copy", ("cutmix",), ours.ours_tv_cutmix),
+    Provider("ours_inplace_maps", "ours mix in-place (images+maps)", "inplace", MAPS, ours.ours_inplace_maps),
+    Provider("ours_Mixup_cutmix", "ours Mixup cutmix", "inplace", ND, ours.ours_mixup_cutmix_seeded),
     Provider("ours_FastCollateMixup", "ours FastCollateMixup", "collate", ("collate",), ours.ours_collate),
 ]
 

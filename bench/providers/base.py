@@ -7,8 +7,11 @@ the result with the reference (``bench/verify.py``). A provider that does not
 apply raises ``Skip`` with the reason.
 
 ``kind`` names the roofline a provider is held against: ``copy`` (out of place:
-``y.copy_(x)`` into a preallocated ``y``), ``inplace`` (``x.mul_(0.5)``) or
-``convert`` (uint8 in, float out: ``y.copy_(x_uint8)``).
+``y.copy_(x)`` into a preallocated ``y``), ``inplace`` (``x.mul_(0.5)``; with
+label maps, also the maps and the cut mask changed in place) or ``convert``
+(uint8 in, float out: ``y.copy_(x_uint8)``). The segmentation, audio and video
+cases have only the in-place roofline: their out-of-place peers are held
+against it too (the note of their row says so).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class Prepared:
     fn: Callable[[], object]
     check: Callable[[], dict]
     note: str = ""
+    # A roofline that moves other bytes than its case's x (e.g. x and label
+    # maps) declares them: read + written, as ``fn`` moves them.
+    roofline_bytes: int | None = None
 
 
 @dataclass

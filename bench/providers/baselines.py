@@ -30,6 +30,28 @@ def roofline_inplace(inp: Inputs) -> Prepared:
     return Prepared(fn, lambda: {"roofline": "x.mul_(0.5)"})
 
 
+def roofline_inplace_maps(inp: Inputs) -> Prepared:
+    """The in-place roofline over x and the label maps (and ClassMix's cut
+    mask): each changed in place by one elementwise pass, whose repeated calls
+    neither change the cost nor drift (``x`` alternates ``* 0.5`` and ``* 2``;
+    ``bitwise_not_`` and ``logical_not_`` undo themselves)."""
+    x, maps = inp.x.clone(), inp.maps.clone()
+    cut = inp.cut_mask.clone() if inp.cut_mask is not None else None
+    state = {"k": 0}
+
+    def fn():
+        state["k"] ^= 1
+        x.mul_(0.5 if state["k"] else 2.0)
+        maps.bitwise_not_()
+        if cut is not None:
+            cut.logical_not_()
+
+    tensors = [t for t in (x, maps, cut) if t is not None]
+    nbytes = sum(2 * t.numel() * t.element_size() for t in tensors)
+    what = "x.mul_(0.5), maps.bitwise_not_()" + (", cut_mask.logical_not_()" if cut is not None else "")
+    return Prepared(fn, lambda: {"roofline": what}, roofline_bytes=nbytes)
+
+
 def roofline_convert(inp: Inputs) -> Prepared:
     y = torch.empty(inp.x.shape, dtype=inp.case.out_dtype, device=inp.x.device)
     return Prepared(lambda: y.copy_(inp.x), lambda: {"roofline": f"y_{inp.case.out_dtype}.copy_(x_uint8)"})

@@ -4,11 +4,13 @@ present in the build."""
 
 from __future__ import annotations
 
+import numpy as np
+
 import mixup_fused
 
 from .. import peers
-from ..cases import Inputs
-from ..verify import COLLATE_MIX, check_backward, check_collate, check_mix, check_mix_inferred
+from ..cases import SEEDED_CUT_WORKLOADS, Inputs
+from ..verify import COLLATE_MIX, check_backward, check_collate, check_maps, check_mix, check_mix_inferred
 from .base import Prepared, Skip, inferred_mixer, require_images, seed_everything
 
 
@@ -29,7 +31,7 @@ def _mix_args(inp: Inputs):
     kw = {"num_classes": c.num_classes, "label_smoothing": c.label_smoothing}
     if c.workload == "elem":
         return inp.lam_vec, kw
-    if c.workload == "cutmix":
+    if c.workload in ("cutmix", *SEEDED_CUT_WORKLOADS):
         kw["boxes"] = inp.boxes
         return inp.box_lam, kw
     return inp.lam, kw
@@ -53,6 +55,57 @@ def ours_inplace(inp: Inputs) -> Prepared:
         return check_mix(inp, out, y, inp.perm, lam, boxes=kw.get("boxes"))
 
     return Prepared(lambda: mixup_fused.mix(x, inp.target, inp.perm, lam, inplace=True, **kw), check)
+
+
+def _cut_lam(inp: Inputs):
+    """The label weight of the cut (it weights no targets here: the maps carry the labels)."""
+    if inp.cut_mask is not None:
+        return mixup_fused.sampling.mask_lam(inp.cut_mask)
+    return inp.box_lam
+
+
+def ours_inplace_maps(inp: Inputs) -> Prepared:
+    """``mix(x, None, perm, lam, boxes= | cut_mask=, masks=maps, inplace=True)``:
+    images and label maps cut in place in one call, no class targets."""
+    cut = {"cut_mask": inp.cut_mask} if inp.cut_mask is not None else {"boxes": inp.boxes}
+    lam = _cut_lam(inp)
+    x, maps = inp.x.clone(), inp.maps.clone()
+
+    def check():
+        xin, min_ = inp.x.clone(), inp.maps.clone()
+        out, y, maps_out = mixup_fused.mix(xin, None, inp.perm, lam, masks=min_, inplace=True, **cut)
+        if out.data_ptr() != xin.data_ptr() or maps_out.data_ptr() != min_.data_ptr():
+            raise AssertionError("inplace=True did not return x and masks themselves")
+        if y is not None:
+            raise AssertionError("target=None returned targets")
+        return check_maps(inp, out, maps_out, inp.perm, lam, inplace=True, **cut)
+
+    return Prepared(lambda: mixup_fused.mix(x, None, inp.perm, lam, masks=maps, inplace=True, **cut), check)
+
+
+def ours_mixup_cutmix_seeded(inp: Inputs) -> Prepared:
+    """``Mixup(mixup_alpha=0, cutmix_alpha=1)`` in place, host sampler, with
+    ``np.random.seed(cut_seed)`` before every call: every call draws the same
+    box (about half the volume), as the per-sample loop it is compared with."""
+    Mixup = ours_attr("Mixup")
+    c = inp.case
+    mixer = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=c.label_smoothing, num_classes=c.num_classes)
+    seed = inp.extra["cut_seed"]
+    x = inp.x.clone()
+
+    def fn():
+        np.random.seed(seed)
+        return mixer(x, inp.target)
+
+    def check():
+        xin = inp.x.clone()
+        np.random.seed(seed)
+        out, y = mixer(xin, inp.target)
+        if out.data_ptr() != xin.data_ptr():
+            raise AssertionError("Mixup did not mix x in place")
+        return check_mix_inferred(inp, out, y, inp.perm, cutmix=True)
+
+    return Prepared(fn, check, note=f"np.random.seed({seed}) before every call (the same box every call)")
 
 
 def ours_uint8(inp: Inputs) -> Prepared:

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 from .. import peers
 from ..cases import Case, Inputs
-from ..verify import COLLATE_MIX, check_backward, check_collate, check_mix, check_mix_inferred, check_targets
+from ..verify import (
+    COLLATE_MIX,
+    check_backward,
+    check_collate,
+    check_maps,
+    check_mix,
+    check_mix_inferred,
+    check_targets,
+)
 from .base import Prepared, Skip, inferred_mixer, lam_tensor, mean_std_4d, require_images, seed_everything
 
 # ---------------------------------------------------------------------------
@@ -129,6 +138,54 @@ def compile_cases(case: Case) -> bool:
     if case.workload == "elem":
         return case.dtype == torch.float32 and case.shape[-1] >= 224
     return case.dtype == torch.float32 or case.shape[-1] == 224
+
+
+# ---------------------------------------------------------------------------
+# Per-sample loops (segmentation, audio, video): out of place, on clones
+# ---------------------------------------------------------------------------
+
+LOOP_NOTE = "out of place (clones); held against the case's in-place roofline"
+
+
+def loop_maps(inp: Inputs) -> Prepared:
+    """CutMix-Seg (boxes, slicing) or ClassMix (``torch.where`` per sample) of
+    the images and the label maps, one Python iteration per sample."""
+    partners = inp.perm.tolist()
+    if inp.cut_mask is not None:
+        fn = lambda: peers.loop_classmix(inp.x, inp.maps, partners, inp.cut_mask)
+        cut = {"cut_mask": inp.cut_mask}
+        lam = 1.0
+    else:
+        boxes = [tuple(b) for b in inp.boxes.tolist()]
+        fn = lambda: peers.loop_cut_boxes(inp.x, partners, boxes, inp.maps)
+        cut = {"boxes": inp.boxes}
+        lam = inp.box_lam
+
+    def check():
+        x_out, maps_out = fn()
+        return check_maps(inp, x_out, maps_out, inp.perm, lam, **cut)
+
+    return Prepared(fn, check, note=LOOP_NOTE)
+
+
+def loop_cutmix(inp: Inputs) -> Prepared:
+    """1-D / 3-D CutMix by slicing, one Python iteration per sample, and the
+    mixed targets; the box drawn from ``np.random`` after ``np.random.seed(cut_seed)``
+    before every call, as our ``Mixup`` draws it."""
+    c = inp.case
+    partners = inp.perm.tolist()
+    seed = inp.extra["cut_seed"]
+
+    def fn():
+        np.random.seed(seed)
+        box, lam = peers.cutmix_draw_nd(c.spatial)
+        return peers.loop_cutmix(inp.x, inp.target, partners, box, lam, c.num_classes, c.label_smoothing)
+
+    def check():
+        x_out, y_out = fn()
+        return check_mix_inferred(inp, x_out, y_out, inp.perm, cutmix=True)
+
+    return Prepared(fn, check, note=f"np.random.seed({seed}) before every call; " + LOOP_NOTE)
 
 
 # ---------------------------------------------------------------------------
