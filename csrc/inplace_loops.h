@@ -74,6 +74,33 @@ inline void pair_segment(int si, int sp, scalar_t* xi, scalar_t* xp, int64_t j0,
   // (kOwn, kOwn): nothing moves.
 }
 
+// In place with a cut mask: each row of a pair takes the other's pixels
+// where its own mask is set, over lines (a row paired with itself is kept:
+// where(C, x, x) is x). Elements move as bits.
+template <typename scalar_t>
+void cut_mask_pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
+  using bits_t = typename Bits<sizeof(scalar_t)>::type;
+  const Geometry& g = args.g;
+  bits_t* x = static_cast<bits_t*>(args.x);
+  const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
+  const int64_t upr = units_per_row(g, true);
+  const MaskLines cut(args.cut_mask, g);
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t i = args.firsts[u / upr], p = args.perm[i];
+    if (i == p) continue;
+    const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
+    bits_t* xi = x + i * g.x_stride;
+    bits_t* xp = x + p * g.x_stride;
+    LineIndex li(g, l0);
+    for (int64_t l = l0; l < l1; ++l, li.next()) {
+      const int64_t dh = li.dh(), off = l * L;
+      prefetch_span<1>(xi, off, L, g.row);
+      prefetch_span<1>(xp, off, L, g.row);
+      select_pair_span(xi + off, xp + off, cut.line(0, i, dh), cut.line(1, p, dh), L);
+    }
+  }
+}
+
 // In-place forward on an involution: each pair (i, perm[i]) is read once and
 // written once. Units [u0, u1) over (pair, chunk or line range).
 template <typename scalar_t, typename acc_t>
@@ -120,25 +147,15 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
     }
     return;
   }
+  if (args.cut_mask != nullptr) {
+    cut_mask_pairs_units<scalar_t>(args, u0, u1);
+    return;
+  }
   const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
   const int64_t k = g.layout == kNHWC ? g.C : 1;
-  const MaskLines cut(args.cut_mask, g);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = args.firsts[u / upr], p = args.perm[i];
     const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
-    if (args.cut_mask != nullptr) {
-      if (i == p) continue;  // where(C, x, x) is x
-      using bits_t = typename Bits<sizeof(scalar_t)>::type;
-      bits_t* xi = reinterpret_cast<bits_t*>(x + i * g.x_stride);
-      bits_t* xp = reinterpret_cast<bits_t*>(x + p * g.x_stride);
-      for (int64_t l = l0; l < l1; ++l) {
-        const int64_t dh = line_dh(g, l), off = l * L;
-        prefetch_span<1>(xi, off, L, g.row);
-        prefetch_span<1>(xp, off, L, g.row);
-        select_pair_span(xi + off, xp + off, cut.line(0, i, dh), cut.line(1, p, dh), L);
-      }
-      continue;
-    }
     const acc_t wi = static_cast<acc_t>(args.w_self[i]), wp = static_cast<acc_t>(args.w_self[p]);
     const acc_t ri = static_cast<acc_t>(args.w_part[i]), rp = static_cast<acc_t>(args.w_part[p]);
     const Box& bi = args.boxes[i];
@@ -148,13 +165,13 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
     const bool mi = args.mix_rows[i] && ri != acc_t(0), mp = args.mix_rows[p] && rp != acc_t(0);
     scalar_t* xi = x + i * g.x_stride;
     scalar_t* xp = x + p * g.x_stride;
-    for (int64_t l = l0; l < l1; ++l) {
-      const int64_t dh = line_dh(g, l);
+    LineIndex li(g, l0);
+    for (int64_t l = l0; l < l1; ++l, li.next()) {
       const int64_t off = l * L;
       prefetch_span<1>(xi, off, L, g.row);
       prefetch_span<1>(xp, off, L, g.row);
-      const bool hi = !mi && line_in_box(bi, dh, g.H);
-      const bool hp = !mp && line_in_box(bp, dh, g.H);
+      const bool hi = !mi && li.in(bi);
+      const bool hp = !mp && li.in(bp);
       const int64_t i0 = hi ? bi.x0 * k : 0, i1 = hi ? bi.x1 * k : 0;
       const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
       if (i == p) {

@@ -138,11 +138,6 @@ static inline int64_t units_per_row(const Geometry& g, bool lines) {
 // The (d, h) index of line l (kNCHW: l runs over (c, d, h); kNHWC: over (d, h)).
 static inline int64_t line_dh(const Geometry& g, int64_t l) { return g.layout == kNHWC ? l : l % (g.D * g.H); }
 static inline int64_t line_channel(const Geometry& g, int64_t l) { return g.layout == kNHWC ? 0 : l / (g.D * g.H); }
-// Whether the line (d, h) = dh of a [*, D, H, W] sample crosses the box.
-static inline bool line_in_box(const Box& b, int64_t dh, int64_t H) {
-  const int64_t d = dh / H, h = dh % H;
-  return d >= b.d0 && d < b.d1 && h >= b.y0 && h < b.y1;
-}
 // Label maps: lines of W labels, (d, h) per row.
 static inline int64_t map_lines_per_unit(int64_t W) { return W > 0 && kChunk / W > 0 ? kChunk / W : 1; }
 static inline int64_t map_units_per_row(int64_t D, int64_t H, int64_t W) {

@@ -67,6 +67,24 @@ MIXUP_INLINE void prefetch_span(const T* row, int64_t from, int64_t len, int64_t
 
 #include "normalize.h"  // (inside this namespace, as half.h)
 
+// Where a run of lines is: channel c (kNCHW; 0 for kNHWC lines) and the
+// spatial (d, h), advanced line by line without a division per line.
+struct LineIndex {
+  int64_t c, d, h, D, H;
+  MIXUP_INLINE LineIndex(int64_t D_, int64_t H_, int64_t c_, int64_t dh) : c(c_), d(dh / H_), h(dh % H_), D(D_), H(H_) {}
+  MIXUP_INLINE LineIndex(const Geometry& g, int64_t l) : LineIndex(g.D, g.H, line_channel(g, l), line_dh(g, l)) {}
+  MIXUP_INLINE void next() {
+    if (++h < H) return;
+    h = 0;
+    if (++d < D) return;
+    d = 0;
+    ++c;
+  }
+  MIXUP_INLINE int64_t dh() const { return d * H + h; }
+  // Whether this line crosses the box.
+  MIXUP_INLINE bool in(const Box& b) const { return d >= b.d0 && d < b.d1 && h >= b.y0 && h < b.y1; }
+};
+
 // dst[j] = f(src[j]) over n elements.
 template <typename in_t, typename out_t, typename acc_t>
 MIXUP_INLINE void copy_span(out_t* dst, const in_t* src, int64_t n, const Norm<acc_t>& nm, int64_t c, bool cycle) {
@@ -237,6 +255,40 @@ void mix_pairs_out_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0,
   }
 }
 
+// Out-of-place forward and backward with a cut mask, over lines: the
+// partner where row i's mask is set (forward); g[i] outside cut i plus g[q]
+// inside cut q (backward, q = pl.src).
+template <typename in_t, typename out_t, typename acc_t>
+void cut_mask_rows_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0, int64_t u1) {
+  const Geometry& g = args.g;
+  const in_t* x = static_cast<const in_t*>(args.x);
+  out_t* out = static_cast<out_t*>(args.out);
+  const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
+  const int64_t upr = units_per_row(g, true);
+  const bool cycle = g.layout == kNHWC;
+  const MaskLines cut(args.cut_mask, g);
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t i = u / upr;
+    const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
+    const int64_t src = args.plan[i].src;
+    const in_t* xa = x + i * g.x_stride;
+    const in_t* xb = x + src * g.x_stride;
+    out_t* o = out + i * g.out_stride;
+    LineIndex li(g, l0);
+    for (int64_t l = l0; l < l1; ++l, li.next()) {
+      const int64_t dh = li.dh(), off = l * L;
+      prefetch_span<0>(xa, off, L, g.row);
+      prefetch_span<0>(xb, off, L, g.row);
+      prefetch_span<1>(o, off, L, g.row);
+      const uint8_t* mi = cut.line(0, i, dh);
+      if (!args.backward)
+        select_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, L, nm, li.c, cycle);
+      else
+        cut_grad_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, cut.line(1, src, dh), L);
+    }
+  }
+}
+
 // Out-of-place forward and backward over units [u0, u1).
 template <typename in_t, typename out_t, typename acc_t>
 void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
@@ -269,10 +321,13 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
     }
     return;
   }
+  if (args.cut_mask != nullptr) {
+    cut_mask_rows_units<in_t, out_t, acc_t>(args, nm, u0, u1);
+    return;
+  }
   const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
   const int64_t k = g.layout == kNHWC ? g.C : 1;
   const bool cycle = g.layout == kNHWC;
-  const MaskLines cut(args.cut_mask, g);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = u / upr;
     const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
@@ -281,30 +336,20 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
     const in_t* xa = x + i * g.x_stride;
     const in_t* xb = x + pl.src * g.x_stride;
     out_t* o = out + i * g.out_stride;
-    for (int64_t l = l0; l < l1; ++l) {
-      const int64_t dh = line_dh(g, l);
-      const int64_t c = line_channel(g, l);
+    LineIndex li(g, l0);
+    for (int64_t l = l0; l < l1; ++l, li.next()) {
+      const int64_t c = li.c;
       const int64_t off = l * L;
       prefetch_span<0>(xa, off, L, g.row);
       prefetch_span<0>(xb, off, L, g.row);
       prefetch_span<1>(o, off, L, g.row);
-      if (args.cut_mask != nullptr) {
-        // Cut mask: the partner where row i's mask is set (forward); the
-        // backward sums g[i] outside cut i and g[q] inside cut q.
-        const uint8_t* mi = cut.line(0, i, dh);
-        if (!args.backward)
-          select_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, L, nm, c, cycle);
-        else
-          cut_grad_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, cut.line(1, pl.src, dh), L);
-        continue;
-      }
       if (!args.backward) {
         if (!args.cutmix || pl.self_mix) {
           mix_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, L, ws, wp, nm, c, cycle);
           continue;
         }
         const Box& bs = pl.self_box;
-        if (!line_in_box(bs, dh, g.H) || bs.x0 == bs.x1) {
+        if (!li.in(bs) || bs.x0 == bs.x1) {
           copy_span<in_t, out_t, acc_t>(o + off, xa + off, L, nm, c, cycle);
         } else {
           // Self outside the box, partner inside: three spans.
@@ -320,8 +365,8 @@ void mix_rows_units(const MixArgs& args, int64_t u0, int64_t u1) {
       // partner term (weighted, or inside the partner's box).
       const Box& bs = pl.self_box;
       const Box& bp = pl.part_box;
-      const bool hs = !pl.self_mix && line_in_box(bs, dh, g.H);
-      const bool hp = !pl.part_mix && line_in_box(bp, dh, g.H);
+      const bool hs = !pl.self_mix && li.in(bs);
+      const bool hp = !pl.part_mix && li.in(bp);
       const int64_t s0 = hs ? bs.x0 * k : 0, s1 = hs ? bs.x1 * k : 0;
       const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
       const acc_t own_w = pl.self_mix ? ws : acc_t(1);

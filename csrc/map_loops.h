@@ -34,9 +34,10 @@ void maps_out_units(const MapArgs& a, int64_t u0, int64_t u1) {
       continue;
     }
     const Box& b = a.boxes[i];
-    for (int64_t l = l0; l < l1; ++l) {
+    LineIndex li(a.D, a.H, 0, l0);
+    for (int64_t l = l0; l < l1; ++l, li.next()) {
       const int64_t off = l * W;
-      if (!line_in_box(b, l, a.H)) {
+      if (!li.in(b)) {
         copy_labels(o + off, own + off, W);
         continue;
       }
@@ -68,9 +69,10 @@ void maps_pairs_units(const MapArgs& a, int64_t u0, int64_t u1) {
     }
     const Box& bi = a.boxes[i];
     const Box& bp = a.boxes[p];
-    for (int64_t l = l0; l < l1; ++l) {
-      const bool hi = ci && line_in_box(bi, l, a.H);
-      const bool hp = cp && line_in_box(bp, l, a.H);
+    LineIndex li(a.D, a.H, 0, l0);
+    for (int64_t l = l0; l < l1; ++l, li.next()) {
+      const bool hi = ci && li.in(bi);
+      const bool hp = cp && li.in(bp);
       if (!hi && !hp) continue;
       const int64_t i0 = hi ? bi.x0 : 0, i1 = hi ? bi.x1 : 0;
       const int64_t p0 = hp ? bp.x0 : 0, p1 = hp ? bp.x1 : 0;

@@ -3,7 +3,10 @@
 //
 // Each validates all of its arguments (checks.h) before it writes anything,
 // then builds the targets (targets.h) and runs the loops of the active
-// instruction set (isa.h) over (row, chunk) units with at::parallel_for.
+// instruction set (isa.h) over (row, chunk or line range) units with
+// at::parallel_for: the images' units, then the label maps' (when given), in
+// one loop. Boxes of any rank and cut masks are cut regions of the same line
+// loops (kernel_types.h: Geometry).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

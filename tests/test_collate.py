@@ -224,7 +224,7 @@ def test_collate_mix_op_errors_name_the_argument():
         ((samples, torch.tensor([0, 0, 1, 2]), ws, wp, None, 4), "perm is not a permutation"),
         ((samples, perm, ws + 2, wp, None, 4), r"w_self\[0\] = .* must be in \[0, 1\]"),
         ((samples, perm, ws, wp[:3], None, 4), r"w_part must have shape \[B\] = \[4\]"),
-        ((samples, perm, ws, wp, boxes[:, :3], 4), r"boxes must have shape \[B, 4\]"),
+        ((samples, perm, ws, wp, boxes[:, :3], 4), r"boxes must have shape \[B, 2 \* spatial dims\] = \[4, 4\]"),
         ((samples, perm, ws, wp, torch.tensor([[0, 9, 0, 1]] * 4), 4), r"boxes\[0\] = \(0, 9, 0, 1\) must satisfy"),
     ]
     for args, match in cases:

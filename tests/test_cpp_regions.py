@@ -26,6 +26,7 @@ from mixup_fused.reference import (
 )
 
 pytestmark = pytest.mark.skipif(not mixup_fused.HAS_CPP, reason="needs the C++ extension")
+ISAS = mixup_fused._C.supported_cpu_isas() if mixup_fused.HAS_CPP else []
 
 OPS = torch.ops.mixup_fused
 FLOATS = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -111,6 +112,16 @@ def label_maps(B, spatial, dtype, gen, channel=False):
     return m.unsqueeze(1) if channel else m
 
 
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Every CPU kernel table this CPU runs (base, avx2, avx512): each is its own compiled code."""
+    previous = mixup_fused._C.set_cpu_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        mixup_fused._C.set_cpu_isa(previous)
+
+
 def same_bits(actual, expected, what):
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
@@ -137,7 +148,7 @@ def op_mix_(x, target, perm, lam, boxes=None, cut_mask=None, masks=None, eps=0.1
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_mix_matches_reference(rank, dtype, layout, region, gen):
+def test_mix_matches_reference(rank, dtype, layout, region, gen, isa):
     B, C, *spatial = SHAPES[rank]
     x = to_layout(randn((B, C, *spatial), dtype, gen), layout)
     perm = perm_with_fixed_points(B, gen)
@@ -165,7 +176,7 @@ def test_mix_without_masks_returns_an_empty_int64_map(gen):
 
 @pytest.mark.usefixtures("poison_outputs")
 @pytest.mark.parametrize("region", ["boxes", "cut_bool", "none"])
-def test_maps_without_ignore_labels_are_fully_written(region, gen):
+def test_maps_without_ignore_labels_are_fully_written(region, gen, isa):
     """uint8 maps are poisoned with 255, the ignore label: here no label is
     255, so an unwritten label shows."""
     B, C, D, H, W = SHAPES[3]
@@ -198,7 +209,7 @@ def test_strided_inputs_are_copied_first(rank, gen):
 @pytest.mark.usefixtures("poison_outputs")
 @pytest.mark.parametrize("region", ["boxes", "cut_bool"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_uint8_normalised_with_cut_regions(layout, region, gen):
+def test_uint8_normalised_with_cut_regions(layout, region, gen, isa):
     B, C, H, W = SHAPES[2]
     x = to_layout(torch.randint(0, 256, (B, C, H, W), generator=gen, dtype=torch.uint8), layout)
     mean, std = torch.tensor([120.0, 110.0, 100.0]), torch.tensor([50.0, 60.0, 70.0])
@@ -232,7 +243,7 @@ def test_cut_mask_rows_all_clear_and_all_set(gen):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_inplace_matches_reference(rank, dtype, layout, region, gen):
+def test_inplace_matches_reference(rank, dtype, layout, region, gen, isa):
     B, C, *spatial = SHAPES[rank]
     x = to_layout(randn((B, C, *spatial), dtype, gen), layout)
     perm = random_involution(B, gen)  # (with rows paired with themselves, most draws)
@@ -294,7 +305,7 @@ def test_inplace_non_contiguous_masks_are_written_back(gen):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_backward_matches_reference(rank, dtype, layout, region, gen):
+def test_backward_matches_reference(rank, dtype, layout, region, gen, isa):
     B, C, *spatial = SHAPES[rank]
     g = to_layout(randn((B, C, *spatial), dtype, gen), layout)
     g[(0,) * g.dim()] = -0.0  # (in a cut: 0 + -0 is +0, as the reference sums)
@@ -332,6 +343,38 @@ def test_gradcheck_through_the_op(case, gen):
 
     assert torch.autograd.gradcheck(f, (x.requires_grad_(),))
     assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.usefixtures("poison_outputs")
+@pytest.mark.parametrize("region", ["boxes", "cut_bool"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_rows_split_into_several_units(layout, region, gen):
+    """Samples of several work units each (lines split between threads) for
+    the images and for the maps, with 1 and 2 threads: the same bits."""
+    B, C, D, H, W = 4, 2, 9, 40, 101
+    x = to_layout(randn((B, C, D, H, W), torch.float32, gen), layout)
+    perm = torch.tensor([2, 3, 0, 1])
+    lam = edge_lam(B, gen, dtype=torch.float64)
+    boxes, cut = region_args(region, B, (D, H, W), gen)
+    masks = label_maps(B, (D, H, W), torch.int32, gen)
+    target = class_ids(B, K, gen)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out, _, maps = op_mix(x, target, perm, lam, boxes, cut, masks)
+            same_bits(out, mix_images_reference(x, perm, lam, boxes, cut_mask=cut), f"images, {n} threads")
+            same_bits(maps, mix_maps_reference(masks, perm, x.shape, boxes, cut), f"maps, {n} threads")
+            grad = OPS.mix_backward(x, perm, lam, boxes, cut)
+            same_bits(grad, mix_backward_reference(x, perm, lam, boxes, cut), f"backward, {n} threads")
+            xi, mi = x.clone(), masks.clone()
+            want_x, want_m = x.clone(), masks.clone()
+            mix_inplace_reference(want_x, perm, lam, boxes, cut, want_m)
+            op_mix_(xi, target, perm, lam, boxes, cut, mi)
+            same_bits(xi, want_x, f"in place, {n} threads")
+            same_bits(mi, want_m, f"maps in place, {n} threads")
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------
@@ -434,12 +477,14 @@ BAD = {
     "boxes_half_no_box": (lambda: _with_box(3, 0, [-1, -1, -1, -1, -1, 0]), ValueError, "boxes[0]"),
     "boxes_past_the_bottom_2d": (lambda: _with_box(2, 3, [0, 6, 0, 1]), ValueError,
                                  "boxes[3] = (0, 6, 0, 1) must satisfy 0 <= y0 <= y1 <= H = 5"),
-    "boxes_rank_2": (lambda: dict(_good(1), x=torch.zeros(7, 37), masks=None, boxes=torch.zeros(7, 2, dtype=torch.int64)),
+    "boxes_rank_2": (lambda: dict(_good(1), x=torch.zeros(7, 37), masks=None,
+                                  boxes=torch.zeros(7, 2, dtype=torch.int64)),
                      ValueError, "boxes (CutMix) need x of shape"),
     "boxes_rank_6": (lambda: dict(_good(3), x=torch.zeros(7, 1, 1, 3, 4, 11), masks=None), ValueError,
                      "boxes (CutMix) need x of shape"),
     "cut_mask_and_boxes": (lambda: dict(_good(3), cut_mask=_cut()), ValueError, "cut_mask and boxes are exclusive"),
-    "cut_mask_float": (lambda: dict(_good(3), boxes=None, cut_mask=_cut().float()), TypeError, "cut_mask must be a bool"),
+    "cut_mask_float": (lambda: dict(_good(3), boxes=None, cut_mask=_cut().float()), TypeError,
+                       "cut_mask must be a bool"),
     "cut_mask_spatial": (lambda: dict(_good(3), boxes=None, cut_mask=_cut()[:, :, :, :5]), ValueError,
                          "cut_mask must have shape [B, *spatial] = [7, 3, 4, 11]"),
     "cut_mask_batch": (lambda: dict(_good(3), boxes=None, cut_mask=_cut()[:5]), ValueError, "cut_mask must have shape"),
@@ -453,7 +498,8 @@ BAD = {
     "masks_batch": (lambda: dict(_good(3), masks=_good(3)["masks"][:6]), ValueError, "masks must have shape"),
     "masks_spatial": (lambda: dict(_good(2), masks=_good(2)["masks"][:, :4]), ValueError,
                       "masks must have shape [B, *spatial] = [7, 5, 19]"),
-    "masks_rank_2": (lambda: dict(_good(1), x=torch.zeros(7, 37), boxes=None, masks=torch.zeros(7, 37, dtype=torch.long)),
+    "masks_rank_2": (lambda: dict(_good(1), x=torch.zeros(7, 37), boxes=None,
+                                  masks=torch.zeros(7, 37, dtype=torch.long)),
                      ValueError, "masks need x of shape"),
 }  # fmt: skip
 

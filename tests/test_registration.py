@@ -62,24 +62,24 @@ def _mix_args(case, device, requires_grad, gen):
     perm = random_perm(B, gen, device)
     if case == "mixup":
         x = randn((B, C, H, W), torch.float32, gen, device)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, None, None, K, 0.1, None, None, None)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, K, 0.1, None, None, None)
     elif case == "cutmix_ids":
         x = randn((B, C, H, W), torch.float32, gen, device)
         boxes = edge_boxes(B, H, W, gen, device, perm)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, None, None, K, 0.1, None, None, None)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, 0.1, None, None, None)
     elif case == "cutmix_nhwc_soft":
         x = randn((B, C, H, W), torch.float32, gen, device).contiguous(memory_format=torch.channels_last)
         boxes = edge_boxes(B, H, W, gen, device, perm)
-        args = (x, soft_targets(B, K, gen, device), perm, random_lam(B, gen, device), boxes, None, None, K, 0.0, None, None, None)
+        args = (x, soft_targets(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, 0.0, None, None, None)
     elif case == "float64_3d":
         x = randn((B, 3, 5), torch.float64, gen, device)
         lam = random_lam(B, gen, device, torch.float64)
-        args = (x, class_ids(B, K, gen, device), perm, lam, None, None, None, K, 0.2, None, None, None)
+        args = (x, class_ids(B, K, gen, device), perm, lam, None, K, 0.2, None, None, None)
     elif case == "float_normalize_bf16_out":
         x = randn((B, C, H, W), torch.float32, gen, device)
         mean = torch.tensor([0.1, 0.2, 0.3], device=device)
         std = torch.tensor([1.5, 0.5, 2.0], device=device)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, None, None, K, 0.1, mean, std)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), None, K, 0.1, mean, std)
         args = args + (torch.bfloat16,)
     elif case in ("uint8_normalize", "uint8_normalize_bf16_out"):
         x = torch.randint(0, 256, (B, C, H, W), generator=gen, dtype=torch.uint8).to(device)
@@ -87,9 +87,10 @@ def _mix_args(case, device, requires_grad, gen):
         std = torch.tensor([60.0, 57.0, 58.0], device=device)
         boxes = edge_boxes(B, H, W, gen, device, perm)
         eps, odt = (0.1, torch.float16) if case == "uint8_normalize" else (0.0, torch.bfloat16)
-        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, None, None, K, eps, mean, std, odt)
+        args = (x, class_ids(B, K, gen, device), perm, random_lam(B, gen, device), boxes, K, eps, mean, std, odt)
     else:
         raise AssertionError(case)
+    args = args[:5] + (None, None) + args[5:]  # (no cut_mask, no masks)
     if requires_grad:
         args = (args[0].requires_grad_(),) + args[1:]
     return args + (True,)
