@@ -257,10 +257,10 @@ from mixup_fused.triton.kernel import mix_images_targets_kernel
 out_dir = sys.argv[1]
 names = [n for n in sys.argv[2].split(",") if n in mix_images_targets_kernel.arg_names]
 wanted = [
-    dict(x=torch.bfloat16, CUTMIX=False, INPLACE=False, BACKWARD=False, NORMALIZE=False),
-    dict(x=torch.bfloat16, CUTMIX=True, CHANNELS_LAST=True, INPLACE=True),
-    dict(x=torch.float32, CUTMIX=True, CHANNELS_LAST=False, BACKWARD=True),
-    dict(x=torch.uint8, CUTMIX=True, CHANNELS_LAST=True, NORMALIZE=True),
+    dict(x=torch.bfloat16, CUT=0, INPLACE=False, BACKWARD=False, NORMALIZE=False),
+    dict(x=torch.bfloat16, CUT=1, CHANNELS_LAST=True, INPLACE=True),
+    dict(x=torch.float32, CUT=1, CHANNELS_LAST=False, BACKWARD=True),
+    dict(x=torch.uint8, CUT=1, CHANNELS_LAST=True, NORMALIZE=True),
 ]
 configs = list(kernel_configs())
 n = 0
