@@ -170,8 +170,10 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
       const int64_t off = l * L;
       prefetch_span<1>(xi, off, L, g.row);
       prefetch_span<1>(xp, off, L, g.row);
-      const bool hi = !mi && li.in(bi);
-      const bool hp = !mp && li.in(bp);
+      // (A kept blended row has no box: its NO_BOX coordinates are never a span,
+      // which matters where a line has no box dims of its own, as in 1-D.)
+      const bool hi = !args.mix_rows[i] && li.in(bi);
+      const bool hp = !args.mix_rows[p] && li.in(bp);
       const int64_t i0 = hi ? bi.x0 * k : 0, i1 = hi ? bi.x1 * k : 0;
       const int64_t p0 = hp ? bp.x0 * k : 0, p1 = hp ? bp.x1 * k : 0;
       if (i == p) {
