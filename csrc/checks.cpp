@@ -164,6 +164,16 @@ at::Tensor checked_cut_mask(const at::Tensor& x, const c10::optional<at::Tensor>
   return m.contiguous();
 }
 
+MixInputs checked_inputs(const at::Tensor& x, const at::Tensor& perm, const at::Tensor& lam,
+                         const c10::optional<at::Tensor>& boxes, const c10::optional<at::Tensor>& cut_mask,
+                         bool involution) {
+  MixInputs in{checked_perm(x, perm, involution), checked_lam(x, lam), {}, {}};
+  check_exclusive(boxes, cut_mask);
+  in.boxes = checked_boxes(x, boxes);
+  in.cut = checked_cut_mask(x, cut_mask);
+  return in;
+}
+
 void check_masks(const at::Tensor& x, const c10::optional<at::Tensor>& masks) {
   if (!masks.has_value()) return;
   const auto t = masks->scalar_type();

@@ -37,6 +37,16 @@ void check_exclusive(const c10::optional<at::Tensor>& boxes, const c10::optional
 // The cut mask, contiguous (bool or uint8, one byte per pixel: nonzero takes
 // the partner's pixel), or an undefined tensor when none is given.
 at::Tensor checked_cut_mask(const at::Tensor& x, const c10::optional<at::Tensor>& cut_mask);
+// perm, lam and the cut (boxes or a cut mask) of a call, checked against x.
+struct MixInputs {
+  std::vector<int64_t> perm;
+  std::vector<double> lam;
+  std::vector<Box> boxes;  // empty without boxes
+  at::Tensor cut;          // undefined without a cut mask
+};
+MixInputs checked_inputs(const at::Tensor& x, const at::Tensor& perm, const at::Tensor& lam,
+                         const c10::optional<at::Tensor>& boxes, const c10::optional<at::Tensor>& cut_mask,
+                         bool involution);
 // Label maps: int64, int32 or uint8 [B, *spatial] or [B, 1, *spatial].
 void check_masks(const at::Tensor& x, const c10::optional<at::Tensor>& masks);
 // The class ids (empty for soft targets).

@@ -19,40 +19,6 @@ MIXUP_INLINE void pair_segment_as(scalar_t* __restrict xi, scalar_t* __restrict 
   }
 }
 
-// The storage of an element as an unsigned integer of its width: in-place
-// cuts and label maps move bits, never values.
-template <int N>
-struct Bits;
-template <>
-struct Bits<1> {
-  using type = uint8_t;
-};
-template <>
-struct Bits<2> {
-  using type = uint16_t;
-};
-template <>
-struct Bits<4> {
-  using type = uint32_t;
-};
-template <>
-struct Bits<8> {
-  using type = uint64_t;
-};
-
-// Two rows of a pair, each taking the other's element where its own cut mask
-// is set: one read and one write of both, a select per element.
-template <typename T>
-MIXUP_INLINE void select_pair_span(T* __restrict xi, T* __restrict xp, const uint8_t* __restrict mi,
-                                   const uint8_t* __restrict mp, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const T a = xi[j];
-    const T b = xp[j];
-    xi[j] = mi[j] != 0 ? b : a;
-    xp[j] = mp[j] != 0 ? a : b;
-  }
-}
-
 // Rows i and p (i != p) over columns [j0, j1) of a line, each as ``si`` / ``sp``.
 template <typename scalar_t, typename acc_t>
 inline void pair_segment(int si, int sp, scalar_t* xi, scalar_t* xp, int64_t j0, int64_t j1, acc_t wi, acc_t ri,
@@ -72,33 +38,6 @@ inline void pair_segment(int si, int sp, scalar_t* xi, scalar_t* xp, int64_t j0,
   MIXUP_SEG(kOwn, kOther)
 #undef MIXUP_SEG
   // (kOwn, kOwn): nothing moves.
-}
-
-// In place with a cut mask: each row of a pair takes the other's pixels
-// where its own mask is set, over lines (a row paired with itself is kept:
-// where(C, x, x) is x). Elements move as bits.
-template <typename scalar_t>
-void cut_mask_pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
-  using bits_t = typename Bits<sizeof(scalar_t)>::type;
-  const Geometry& g = args.g;
-  bits_t* x = static_cast<bits_t*>(args.x);
-  const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
-  const int64_t upr = units_per_row(g, true);
-  const MaskLines cut(args.cut_mask, g);
-  for (int64_t u = u0; u < u1; ++u) {
-    const int64_t i = args.firsts[u / upr], p = args.perm[i];
-    if (i == p) continue;
-    const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
-    bits_t* xi = x + i * g.x_stride;
-    bits_t* xp = x + p * g.x_stride;
-    LineIndex li(g, l0);
-    for (int64_t l = l0; l < l1; ++l, li.next()) {
-      const int64_t dh = li.dh(), off = l * L;
-      prefetch_span<1>(xi, off, L, g.row);
-      prefetch_span<1>(xp, off, L, g.row);
-      select_pair_span(xi + off, xp + off, cut.line(0, i, dh), cut.line(1, p, dh), L);
-    }
-  }
 }
 
 // In-place forward on an involution: each pair (i, perm[i]) is read once and

@@ -128,62 +128,6 @@ MIXUP_INLINE void mix_pair_span(out_t* oi, out_t* op, const in_t* a, const in_t*
   });
 }
 
-// dst[j] = f(b[j]) where the cut mask m[j] is nonzero, else f(a[j]): a
-// select per element, no branch (both sides are loaded and transformed).
-template <typename in_t, typename out_t, typename acc_t>
-MIXUP_INLINE void select_span(out_t* dst, const in_t* a, const in_t* b, const uint8_t* m, int64_t n,
-                              const Norm<acc_t>& nm, int64_t c, bool cycle) {
-  with_transform(nm, c, cycle, [=](auto f) MIXUP_LAMBDA_INLINE {
-    out_t* __restrict d = dst;
-    const in_t* __restrict xa = a;
-    const in_t* __restrict xb = b;
-    const uint8_t* __restrict mk = m;
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t va = f(ld<acc_t>(xa[j]), j);
-      const acc_t vb = f(ld<acc_t>(xb[j]), j);
-      d[j] = Narrow<out_t>::from(mk[j] != 0 ? vb : va);
-    }
-  });
-}
-
-// The backward of a cut-mask row: (own term or +0) + (partner term or +0),
-// as the reference sums them: g[k] outside cut k, g[q] inside cut q.
-template <typename in_t, typename out_t, typename acc_t>
-MIXUP_INLINE void cut_grad_span(out_t* __restrict dst, const in_t* __restrict a, const in_t* __restrict b,
-                                const uint8_t* __restrict ma, const uint8_t* __restrict mb, int64_t n) {
-  const acc_t zero = acc_t(0);
-  for (int64_t j = 0; j < n; ++j) {
-    const acc_t va = ld<acc_t>(a[j]);
-    const acc_t vb = ld<acc_t>(b[j]);
-    dst[j] = Narrow<out_t>::from((ma[j] != 0 ? zero : va) + (mb[j] != 0 ? vb : zero));
-  }
-}
-
-// The cut mask's line (d, h) of a row, one byte per element of an image
-// line: kNCHW lines are the mask's own lines of W; a kNHWC line of W * C
-// elements repeats each mask byte C times, spread out in a buffer per slot
-// (the two rows of a pair, or a row and its partner).
-struct MaskLines {
-  const uint8_t* mask;
-  int64_t per_row, W, C;
-  uint8_t* buf;  // [2, W * C], kNHWC only
-  MaskLines(const uint8_t* m, const Geometry& g)
-      : mask(m), per_row(g.D * g.H * g.W), W(g.W), C(g.C), buf(nullptr) {
-    if (m != nullptr && g.layout == kNHWC) buf = new uint8_t[2 * (g.W * g.C > 0 ? g.W * g.C : 1)];
-  }
-  ~MaskLines() { delete[] buf; }
-  MaskLines(const MaskLines&) = delete;
-  MaskLines& operator=(const MaskLines&) = delete;
-  MIXUP_INLINE const uint8_t* line(int slot, int64_t row, int64_t dh) const {
-    const uint8_t* src = mask + row * per_row + dh * W;
-    if (buf == nullptr) return src;
-    uint8_t* __restrict dst = buf + slot * W * C;
-    for (int64_t w = 0; w < W; ++w)
-      for (int64_t c = 0; c < C; ++c) dst[w * C + c] = src[w];
-    return dst;
-  }
-};
-
 // A line of L columns cut at the edges of two column intervals [a0, a1) and
 // [b0, b1): within each of the (at most five) segments, being inside either
 // interval is constant, so the loops over a segment have no per-column
@@ -255,39 +199,7 @@ void mix_pairs_out_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0,
   }
 }
 
-// Out-of-place forward and backward with a cut mask, over lines: the
-// partner where row i's mask is set (forward); g[i] outside cut i plus g[q]
-// inside cut q (backward, q = pl.src).
-template <typename in_t, typename out_t, typename acc_t>
-void cut_mask_rows_units(const MixArgs& args, const Norm<acc_t>& nm, int64_t u0, int64_t u1) {
-  const Geometry& g = args.g;
-  const in_t* x = static_cast<const in_t*>(args.x);
-  out_t* out = static_cast<out_t*>(args.out);
-  const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
-  const int64_t upr = units_per_row(g, true);
-  const bool cycle = g.layout == kNHWC;
-  const MaskLines cut(args.cut_mask, g);
-  for (int64_t u = u0; u < u1; ++u) {
-    const int64_t i = u / upr;
-    const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
-    const int64_t src = args.plan[i].src;
-    const in_t* xa = x + i * g.x_stride;
-    const in_t* xb = x + src * g.x_stride;
-    out_t* o = out + i * g.out_stride;
-    LineIndex li(g, l0);
-    for (int64_t l = l0; l < l1; ++l, li.next()) {
-      const int64_t dh = li.dh(), off = l * L;
-      prefetch_span<0>(xa, off, L, g.row);
-      prefetch_span<0>(xb, off, L, g.row);
-      prefetch_span<1>(o, off, L, g.row);
-      const uint8_t* mi = cut.line(0, i, dh);
-      if (!args.backward)
-        select_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, L, nm, li.c, cycle);
-      else
-        cut_grad_span<in_t, out_t, acc_t>(o + off, xa + off, xb + off, mi, cut.line(1, src, dh), L);
-    }
-  }
-}
+#include "cut_mask_loops.h"  // (inside this namespace, as half.h)
 
 // Out-of-place forward and backward over units [u0, u1).
 template <typename in_t, typename out_t, typename acc_t>

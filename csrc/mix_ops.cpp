@@ -156,11 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_cpu(
   const auto odt = out_dtype.value_or(x_in.scalar_type() == at::kByte ? at::kFloat : x_in.scalar_type());
   TORCH_CHECK_TYPE(is_float(odt), "mixup_fused: out_dtype must be a floating dtype, got ", odt);
   const bool f64 = x_in.scalar_type() == at::kDouble || odt == at::kDouble;
-  const auto perm = checked_perm(x_in, perm_t, false);
-  const auto lam = checked_lam(x_in, lam_t);
-  check_exclusive(boxes_t, cut_mask_t);
-  const auto boxes = checked_boxes(x_in, boxes_t);
-  const at::Tensor cut = checked_cut_mask(x_in, cut_mask_t);
+  const auto [perm, lam, boxes, cut] = checked_inputs(x_in, perm_t, lam_t, boxes_t, cut_mask_t, false);
   check_masks(x_in, masks_t);
   const auto ids = checked_target(x_in, target, num_classes, label_smoothing);
   const ChannelStats norm = checked_norm(x_in, mean_t, std_t);
@@ -217,11 +213,7 @@ at::Tensor mix_inplace_cpu(at::Tensor& x, const at::Tensor& target, const at::Te
   check_x(x, false);
   // The kernels see weights as float32 unless computing in float64.
   const bool f64 = x.scalar_type() == at::kDouble;
-  const auto perm = checked_perm(x, perm_t, true);
-  const auto lam = checked_lam(x, lam_t);
-  check_exclusive(boxes_t, cut_mask_t);
-  const auto boxes = checked_boxes(x, boxes_t);
-  const at::Tensor cut = checked_cut_mask(x, cut_mask_t);
+  const auto [perm, lam, boxes, cut] = checked_inputs(x, perm_t, lam_t, boxes_t, cut_mask_t, true);
   check_masks(x, masks_t);
   const auto ids = checked_target(x, target, num_classes, label_smoothing);
   at::Tensor y = at::empty({x.size(0), num_classes}, x.options().dtype(at::kFloat));
@@ -272,11 +264,7 @@ at::Tensor mix_backward_cpu(const at::Tensor& grad_in, const at::Tensor& perm_t,
                             const c10::optional<at::Tensor>& boxes_t, const c10::optional<at::Tensor>& cut_mask_t) {
   check_x(grad_in, false);
   const bool f64 = grad_in.scalar_type() == at::kDouble;
-  const auto perm = checked_perm(grad_in, perm_t, false);
-  const auto lam = checked_lam(grad_in, lam_t);
-  check_exclusive(boxes_t, cut_mask_t);
-  const auto boxes = checked_boxes(grad_in, boxes_t);
-  const at::Tensor cut = checked_cut_mask(grad_in, cut_mask_t);
+  const auto [perm, lam, boxes, cut] = checked_inputs(grad_in, perm_t, lam_t, boxes_t, cut_mask_t, false);
   const at::Tensor grad = dense_rows(grad_in);
   at::Tensor out = empty_out_like(grad, grad.scalar_type());
   const bool cutmix = boxes_t.has_value();  // box rows; a cut mask blends none
