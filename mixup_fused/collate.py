@@ -65,7 +65,9 @@ class FastCollateMixup(Mixup):
     """Mixup / CutMix while collating uint8 samples (timm's ``FastCollateMixup``).
 
     Constructor: :class:`mixup_fused.Mixup`'s (timm's arguments and defaults,
-    plus ``pairing``); the draws come from numpy's global RNG as in timm.
+    plus ``pairing`` and ``generator``; the options that concern the device
+    batch, such as ``mean`` or ``sampler``, are refused); the draws come from
+    numpy's global RNG as in timm.
 
     ``collate_fn(batch)``: ``batch`` is a list of ``(image, label)`` with
     ``image`` a uint8 ``[C, H, W]`` numpy array or tensor and ``label`` a
@@ -74,23 +76,17 @@ class FastCollateMixup(Mixup):
     ``n = len(batch)`` or, in mode ``'half'``, ``ceil(len(batch) / 2)``.
     """
 
-    def __init__(
-        self,
-        mixup_alpha: float = 1.0,
-        cutmix_alpha: float = 0.0,
-        cutmix_minmax=None,
-        prob: float = 1.0,
-        switch_prob: float = 0.5,
-        mode: str = "batch",
-        correct_lam: bool = True,
-        label_smoothing: float = 0.1,
-        num_classes: int = 1000,
-        multi_label: bool = False,
-        *,
-        pairing: str = "flip",
-    ):
-        super().__init__(mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, correct_lam,
-                         label_smoothing, num_classes, multi_label, pairing=pairing)  # fmt: skip
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        # The batch leaves as uint8, mixed by the C++ collate op from host draws.
+        unused = {"backend": "auto", "sampler": "host", "mean": None, "std": None, "out_dtype": None,
+                  "memory_format": None, "return_params": False}  # fmt: skip
+        for name, default in unused.items():
+            if getattr(self, name) != default:
+                raise ValueError(
+                    f"mixup_fused: FastCollateMixup does not take {name} (got {getattr(self, name)!r}): it returns "
+                    "the uint8 batch as timm's does; normalise and mix on the device with Mixup instead"
+                )
 
     def __call__(self, batch, _=None):
         if not HAS_CPP:

@@ -167,8 +167,12 @@ class Mixup:
         self.memory_format = memory_format
         self._norm_cache = None
         self.return_params = bool(return_params)
-        _checks.check_num_classes(num_classes)
-        _checks.check_label_smoothing(label_smoothing)
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """The checks of the settings that need them all (subclasses add theirs)."""
+        _checks.check_num_classes(self.num_classes)
+        _checks.check_label_smoothing(self.label_smoothing)
 
     def __repr__(self) -> str:
         return (

@@ -239,3 +239,16 @@ def test_constructor_follows_mixup_rules():
         FastCollateMixup(num_classes=0)
     for mode, cfg in itertools.product(["batch", "elem"], CONFIGS.values()):
         assert FastCollateMixup(mode=mode, **cfg).mode == mode
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("backend", {"backend": "reference"}), ("sampler", {"sampler": "device"}),
+     ("mean", {"mean": (0.5,), "std": (0.5,)}), ("out_dtype", {"out_dtype": torch.bfloat16}),
+     ("memory_format", {"memory_format": torch.channels_last}), ("return_params", {"return_params": True})],
+)  # fmt: skip
+def test_constructor_refuses_device_batch_options(name, kwargs):
+    # The collated batch stays uint8 and is mixed by the collate op: options of the device batch are refused.
+    with pytest.raises(ValueError, match=f"FastCollateMixup does not take {name}"):
+        FastCollateMixup(num_classes=5, **kwargs)
+    assert FastCollateMixup(num_classes=5, generator=torch.Generator().manual_seed(0)).generator is not None
