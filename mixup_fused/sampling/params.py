@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from ..reference import NO_BOX
@@ -149,17 +150,6 @@ class MixParams:
             pairing = Pairing(*(to_device(t, device) for t in pairing))
         return replace(self, pairing=pairing, lam=lam, boxes=boxes)
 
-    def with_host_hints(self, use_cut_n: torch.Tensor) -> MixParams:
-        """Read the drawn rows on the host (CPU draws only): no box tensor when
-        no draw cuts (``use_cut_n``: the op's pure Mixup path), and
-        ``mixes=False`` when no sample changes."""
-        boxes = self.boxes if bool(use_cut_n.any()) else None
-        mixes = bool((self.lam != 1.0).any())
-        if boxes is not None:
-            cut = (boxes != -1).any(1)  # not a NO_BOX row
-            mixes = mixes or bool((cut & (boxes[:, 1::2] > boxes[:, 0::2]).all(1)).any())
-        return replace(self, boxes=boxes, mixes=mixes)
-
 
 def to_device(t: torch.Tensor | None, device) -> torch.Tensor | None:
     """Host tensor to ``device`` without a synchronisation: a CUDA copy goes
@@ -181,9 +171,7 @@ def draws_per_row(mode: str, batch_size: int) -> int:
     return batch_size // 2  # 'pair' and 'half'
 
 
-def scatter_rows(
-    mode: str, pair: Pairing, lam_n: torch.Tensor, use_cut_n: torch.Tensor, box_n: torch.Tensor | None
-) -> MixParams:
+def scatter_rows(mode: str, pair: Pairing, lam_n, use_cut_n, box_n, *, host_hints: bool = False) -> MixParams:
     """Per-draw rows -> per-sample rows, for the op.
 
     ``'batch'`` repeats the one row; ``'elem'`` keeps one row per sample;
@@ -192,35 +180,52 @@ def scatter_rows(
     second half in ``'half'`` keep lam = 1 and an empty box. Blended rows get
     ``NO_BOX`` and rows with lam == 1 ``EMPTY_BOX`` (an exact copy).
     ``box_n`` (int64 ``[n, 2 * spatial dims]``) None: no row cuts.
+
+    The draws are numpy arrays (host draws: the rows are built with numpy,
+    whose calls cost a fraction of torch's, and become tensors once) or
+    tensors (built on the pairing's device, without a synchronisation).
+    ``host_hints``: read the rows on the host to tell the op what it may skip
+    (see :attr:`MixParams.mixes`); never for device tensors.
     """
+    host = isinstance(lam_n, np.ndarray)
+    xp = np if host else torch
     B = pair.perm.shape[0]
-    dev = pair.perm.device
-    lam_n = lam_n.to(dev)
-    use_cut_n = use_cut_n.to(dev)
+    if host:
+        new = {}
+        perm, first, second = (t.numpy() for t in pair)
+    else:
+        new = {"device": pair.perm.device}
+        perm, first, second = pair
+        lam_n, use_cut_n = lam_n.to(perm.device), use_cut_n.to(perm.device)
+        box_n = None if box_n is None else box_n.to(perm.device)
+    keep = None
     if mode in ("batch", "elem"):
-        idx = torch.zeros(B, dtype=torch.int64, device=dev) if mode == "batch" else torch.arange(B, device=dev)
-        keep = pair.paired()
-        lam = torch.where(keep, lam_n[idx], 1.0)
-        rows = (keep, idx)
+        # One row per sample, or the one row broadcast; a sample paired with
+        # itself (odd B) keeps lam = 1 and its own pixels.
+        keep = perm != xp.arange(B, **new)
+        lam = xp.where(keep, lam_n, 1.0)
     else:
-        lam = torch.ones(B, dtype=lam_n.dtype, device=dev).index_copy(0, pair.first, lam_n)
+        lam = xp.ones(B, dtype=lam_n.dtype, **new)
+        lam[first] = lam_n
         if mode == "pair":
-            lam = lam.index_copy(0, pair.second, lam_n)
-        rows = None
-    if box_n is None:
-        return MixParams(pair, lam, None)
-    box_n = box_n.to(dev)
-    width = box_n.shape[1]
-    # Built on the device (torch.tensor(list, device=cuda) would be a synchronous copy).
-    empty = torch.zeros(width, dtype=torch.int64, device=dev)  # empty_box
-    blend = torch.full((width,), -1, dtype=torch.int64, device=dev)  # no_box
-    # A row that cuts keeps its box; otherwise NO_BOX (blend with lam) or, when lam == 1, EMPTY (exact copy).
-    box_n = torch.where(use_cut_n.unsqueeze(1), box_n, torch.where((lam_n != 1.0).unsqueeze(1), blend, empty))
-    if rows is not None:
-        keep, idx = rows
-        boxes = torch.where(keep.unsqueeze(1), box_n[idx], empty)
-    else:
-        boxes = empty.expand(B, width).clone().index_copy_(0, pair.first, box_n)
-        if mode == "pair":
-            boxes.index_copy_(0, pair.second, box_n)
-    return MixParams(pair, lam, boxes)
+            lam[second] = lam_n
+    boxes = None
+    if box_n is not None and not (host_hints and not use_cut_n.any()):
+        # A row that cuts keeps its box; otherwise NO_BOX (blend with lam) or, when lam == 1, EMPTY (exact copy).
+        box_n = xp.where(use_cut_n[:, None], box_n, xp.where((lam_n != 1.0)[:, None], -1, 0))
+        if keep is not None:
+            boxes = xp.where(keep[:, None], box_n, 0)
+        else:
+            boxes = xp.zeros((B, box_n.shape[1]), dtype=xp.int64, **new)
+            boxes[first] = box_n
+            if mode == "pair":
+                boxes[second] = box_n
+    mixes = None
+    if host_hints:
+        mixes = bool((lam != 1.0).any())
+        if boxes is not None and not mixes:
+            cut = (boxes != -1).any(1)  # not a NO_BOX row
+            mixes = bool((cut & (boxes[:, 1::2] > boxes[:, 0::2]).all(1)).any())
+    if host:
+        lam, boxes = torch.from_numpy(lam), None if boxes is None else torch.from_numpy(boxes)
+    return MixParams(pair, lam, boxes, mixes)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from .pairing import Pairing, flip_pairing, half_pairing, random_pairing
 from .params import MixParams, MixupConfig, draws_per_row, need_spatial, scatter_rows, spatial_sizes
@@ -74,7 +73,7 @@ def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
 def _clip(v, hi):
     """``np.clip(v, 0, hi)``; a scalar (timm's per-sample call) is clipped in
     Python, where np.clip's array machinery costs more than the whole draw."""
-    if np.ndim(v):
+    if isinstance(v, np.ndarray):
         return np.clip(v, 0, hi)
     return np.int64(min(max(v, 0), hi))
 
@@ -197,12 +196,8 @@ class NumpySampler:
             for r in rows:
                 box, lam_n[r] = cutmix_box_and_lam_nd(sizes, lam_n[r], cfg.cutmix_minmax, cfg.correct_lam)
                 box_n[r] = box
-            box_n = torch.from_numpy(box_n)
-        use_cut = torch.from_numpy(use_cut_n)
-        lam = torch.from_numpy(lam_n.astype(np.float64))
-        return scatter_rows(mode, self._pairing(mode, batch_size, pairing), lam, use_cut, box_n).with_host_hints(
-            use_cut
-        )
+        pair = self._pairing(mode, batch_size, pairing)
+        return scatter_rows(mode, pair, lam_n.astype(np.float64), use_cut_n, box_n, host_hints=True)
 
     @staticmethod
     def _pairing(mode: str, batch_size: int, pairing: str) -> Pairing:

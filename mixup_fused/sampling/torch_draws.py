@@ -209,5 +209,4 @@ class TorchSampler:
             sizes = need_spatial(img_size)
             box_n, lam_c = cutmix_boxes_and_lam_nd(sizes, lam, cfg.cutmix_minmax, cfg.correct_lam, generator=g)
             lam = torch.where(use_cut, lam_c, lam)
-        params = scatter_rows(mode, pair, lam, use_cut, box_n)
-        return params.with_host_hints(use_cut) if self.host_hints else params
+        return scatter_rows(mode, pair, lam, use_cut, box_n, host_hints=self.host_hints)
