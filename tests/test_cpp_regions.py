@@ -130,6 +130,32 @@ def same_bits(actual, expected, what):
         raise AssertionError(f"{what}: {int(diff)} bytes differ from the reference")
 
 
+def every_case(test):
+    """Parametrise ``test`` over every rank, float dtype, layout and region."""
+    for name, values, ids in (("region", REGIONS, None), ("layout", ["contiguous", "channels_last"], None),
+                              ("dtype", FLOATS, str), ("rank", [1, 2, 3], None)):  # fmt: skip
+        test = pytest.mark.parametrize(name, values, ids=ids)(test)
+    return test
+
+
+def case_inputs(rank, dtype, layout, region, gen, make_perm, lam_dtype=torch.float64):
+    """x (or a gradient) in ``layout``, ``make_perm(B, gen)``, lam at the edges
+    and the region's boxes or cut mask."""
+    B, C, *spatial = SHAPES[rank]
+    x = to_layout(randn((B, C, *spatial), dtype, gen), layout)
+    perm = make_perm(B, gen)
+    lam = edge_lam(B, gen, dtype=lam_dtype)
+    boxes, cut = region_args(region, B, spatial, gen)
+    return x, spatial, perm, lam, boxes, cut
+
+
+def targets_and_maps(x, spatial, rank, dtype, gen, channel):
+    """Class ids and label maps for x's batch (the map dtype varies with the case)."""
+    target = class_ids(x.shape[0], K, gen)
+    mdt = MAP_DTYPES[(rank + FLOATS.index(dtype)) % 3]
+    return target, label_maps(x.shape[0], spatial, mdt, gen, channel=channel)
+
+
 def op_mix(x, target, perm, lam, boxes=None, cut_mask=None, masks=None, eps=0.1, mean=None, std=None, odt=None):
     return OPS.mix(x, target, perm, lam, boxes, cut_mask, masks, K, eps, mean, std, odt, True)
 
@@ -144,19 +170,10 @@ def op_mix_(x, target, perm, lam, boxes=None, cut_mask=None, masks=None, eps=0.1
 
 
 @pytest.mark.usefixtures("poison_outputs")
-@pytest.mark.parametrize("region", REGIONS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("dtype", FLOATS, ids=str)
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@every_case
 def test_mix_matches_reference(rank, dtype, layout, region, gen, isa):
-    B, C, *spatial = SHAPES[rank]
-    x = to_layout(randn((B, C, *spatial), dtype, gen), layout)
-    perm = perm_with_fixed_points(B, gen)
-    lam = edge_lam(B, gen, dtype=torch.float64)
-    target = class_ids(B, K, gen)
-    boxes, cut = region_args(region, B, spatial, gen)
-    mdt = MAP_DTYPES[(rank + FLOATS.index(dtype)) % 3]
-    masks = label_maps(B, spatial, mdt, gen, channel=rank == 2)
+    x, spatial, perm, lam, boxes, cut = case_inputs(rank, dtype, layout, region, gen, perm_with_fixed_points)
+    target, masks = targets_and_maps(x, spatial, rank, dtype, gen, channel=rank == 2)
     out, y, maps = op_mix(x, target, perm, lam, boxes, cut, masks)
     same_bits(out, mix_images_reference(x, perm, lam, boxes, cut_mask=cut), "images")
     assert out.stride() == empty_out_like(x, dtype).stride(), "the output keeps x's layout"
@@ -239,19 +256,11 @@ def test_cut_mask_rows_all_clear_and_all_set(gen):
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("region", REGIONS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("dtype", FLOATS, ids=str)
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@every_case
 def test_inplace_matches_reference(rank, dtype, layout, region, gen, isa):
-    B, C, *spatial = SHAPES[rank]
-    x = to_layout(randn((B, C, *spatial), dtype, gen), layout)
-    perm = random_involution(B, gen)  # (with rows paired with themselves, most draws)
-    lam = edge_lam(B, gen, dtype=torch.float64)
-    target = class_ids(B, K, gen)
-    boxes, cut = region_args(region, B, spatial, gen)
-    mdt = MAP_DTYPES[(rank + FLOATS.index(dtype)) % 3]
-    masks = label_maps(B, spatial, mdt, gen, channel=rank == 3)
+    # (random_involution leaves rows paired with themselves, most draws)
+    x, spatial, perm, lam, boxes, cut = case_inputs(rank, dtype, layout, region, gen, random_involution)
+    target, masks = targets_and_maps(x, spatial, rank, dtype, gen, channel=rank == 3)
     want_x, want_m = x.clone(), masks.clone()
     mix_inplace_reference(want_x, perm, lam, boxes, cut, want_m)
     x_ptr, strides = x.data_ptr(), x.stride()
@@ -301,17 +310,15 @@ def test_inplace_non_contiguous_masks_are_written_back(gen):
 
 
 @pytest.mark.usefixtures("poison_outputs")
-@pytest.mark.parametrize("region", REGIONS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("dtype", FLOATS, ids=str)
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@every_case
 def test_backward_matches_reference(rank, dtype, layout, region, gen, isa):
-    B, C, *spatial = SHAPES[rank]
-    g = to_layout(randn((B, C, *spatial), dtype, gen), layout)
+    lam_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def cycle(B, gen):  # not an involution: q = perm^-1 matters
+        return torch.roll(torch.arange(B), 2)
+
+    g, _, perm, lam, boxes, cut = case_inputs(rank, dtype, layout, region, gen, cycle, lam_dtype)
     g[(0,) * g.dim()] = -0.0  # (in a cut: 0 + -0 is +0, as the reference sums)
-    perm = torch.roll(torch.arange(B), 2)  # not an involution: q = perm^-1 matters
-    lam = edge_lam(B, gen, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-    boxes, cut = region_args(region, B, spatial, gen)
     out = OPS.mix_backward(g, perm, lam, boxes, cut)
     same_bits(out, mix_backward_reference(g, perm, lam, boxes, cut), "backward")
     assert out.stride() == empty_out_like(g, dtype).stride()
@@ -400,35 +407,24 @@ OPCHECK_CASES = ["boxes_1d_maps", "cut_3d_maps", "boxes_3d_cl", "cut_2d_cl_u8", 
 NO_AUTOGRAD_WARNING = "ignore:.*an autograd kernel was not registered:UserWarning"
 
 
+OPCHECK_OPS = [("mix", False), ("mix", True), ("mix_", False), ("mix_backward", False), ("mix_backward", True)]
+
+
 @pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
-@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
+@pytest.mark.parametrize("op, requires_grad", OPCHECK_OPS, ids=lambda v: {True: "grad", False: "no_grad"}.get(v, v))
 @pytest.mark.parametrize("case", OPCHECK_CASES)
-def test_opcheck_mix(case, requires_grad, gen):
+def test_opcheck(op, requires_grad, case, gen):
     x, boxes, cut, masks = _opcheck_case(case, gen)
     B = x.shape[0]
-    args = (x.requires_grad_(requires_grad), class_ids(B, K, gen), perm_with_fixed_points(B, gen),
-            edge_lam(B, gen, dtype=torch.float64), boxes, cut, masks, K, 0.1, None, None, None, True)  # fmt: skip
-    torch.library.opcheck(OPS.mix.default, args)
-
-
-@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
-@pytest.mark.parametrize("case", OPCHECK_CASES)
-def test_opcheck_mix_inplace(case, gen):
-    x, boxes, cut, masks = _opcheck_case(case, gen)
-    B = x.shape[0]
-    args = (x, class_ids(B, K, gen), random_involution(B, gen), edge_lam(B, gen), boxes, cut, masks, K, 0.1, True)
-    torch.library.opcheck(OPS.mix_.default, args)
-
-
-@pytest.mark.filterwarnings(NO_AUTOGRAD_WARNING)
-@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
-@pytest.mark.parametrize("case", OPCHECK_CASES)
-def test_opcheck_mix_backward(case, requires_grad, gen):
-    x, boxes, cut, _ = _opcheck_case(case, gen)
-    B = x.shape[0]
-    args = (x.double().requires_grad_(requires_grad), perm_with_fixed_points(B, gen),
-            edge_lam(B, gen, dtype=torch.float64), boxes, cut)  # fmt: skip
-    torch.library.opcheck(OPS.mix_backward.default, args)
+    if op == "mix":
+        args = (x.requires_grad_(requires_grad), class_ids(B, K, gen), perm_with_fixed_points(B, gen),
+                edge_lam(B, gen, dtype=torch.float64), boxes, cut, masks, K, 0.1, None, None, None, True)  # fmt: skip
+    elif op == "mix_":
+        args = (x, class_ids(B, K, gen), random_involution(B, gen), edge_lam(B, gen), boxes, cut, masks, K, 0.1, True)
+    else:
+        args = (x.double().requires_grad_(requires_grad), perm_with_fixed_points(B, gen),
+                edge_lam(B, gen, dtype=torch.float64), boxes, cut)  # fmt: skip
+    torch.library.opcheck(getattr(OPS, op).default, args)
 
 
 # ----------------------------------------------------------------------------

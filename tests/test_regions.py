@@ -258,17 +258,21 @@ def test_gradcheck_any_rank(backend, region, gen):
         assert torch.autograd.gradgradcheck(f, (x,))
 
 
+def _op_inputs(rank, gen, make_perm, maps_dtype, lam_dtype):
+    """float32 x of ``rank`` spatial dims with ``make_perm(B, gen)``, lam,
+    class ids, a cut mask and label maps of ``maps_dtype``."""
+    spatial = SPATIAL[rank]
+    x = _x(spatial, torch.float32, gen)
+    perm = make_perm(B, gen)
+    lam = torch.rand(B, generator=gen, dtype=lam_dtype)
+    return spatial, x, perm, lam, _targets(gen), _cut_mask(spatial, gen), _maps(spatial, maps_dtype, gen)
+
+
 def test_opcheck_new_arguments(gen):
     if not mixup_fused.HAS_CPP:
         pytest.skip("needs the C++ extension")
-    spatial = SPATIAL[3]
-    x = _x(spatial, torch.float32, gen)
-    perm = random_involution(B, gen)
-    lam = torch.rand(B, generator=gen, dtype=torch.float64)
-    target = _targets(gen)
+    spatial, x, perm, lam, target, cut, maps = _op_inputs(3, gen, random_involution, torch.int32, torch.float64)
     boxes = edge_boxes_nd(spatial, gen, perm)
-    cut = _cut_mask(spatial, gen)
-    maps = _maps(spatial, torch.int32, gen)
     ops = torch.ops.mixup_fused
     for b, c in ((boxes, None), (None, cut)):
         torch.library.opcheck(ops.mix.default, (x, target, perm, lam, b, c, maps, K, 0.1, None, None, None, True))
@@ -279,13 +283,7 @@ def test_opcheck_new_arguments(gen):
 def test_compiled_step_with_maps_and_cut_mask_equals_eager(gen):
     if not mixup_fused.HAS_CPP:
         pytest.skip("needs the C++ extension")
-    spatial = SPATIAL[2]
-    x = _x(spatial, torch.float32, gen)
-    perm = random_perm(B, gen)
-    cut = _cut_mask(spatial, gen)
-    maps = _maps(spatial, torch.int64, gen)
-    lam = torch.rand(B, generator=gen)
-    target = _targets(gen)
+    _, x, perm, lam, target, cut, maps = _op_inputs(2, gen, random_perm, torch.int64, torch.float32)
 
     def step(x, cut, maps):
         out, y, m = mixup_fused.mix(x, target, perm, lam, num_classes=K, cut_mask=cut, masks=maps, check=False)

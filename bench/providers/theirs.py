@@ -266,37 +266,35 @@ def timm_uint8(inp: Inputs) -> Prepared:
 # ---------------------------------------------------------------------------
 
 
-def _tv_transform(inp: Inputs, name: str):
+def _tv(inp: Inputs, name: str, run, expected) -> Prepared:
+    """torchvision's v2 ``name`` transform, checked on its own draws: ``run``
+    is the peer's call that returns them, ``expected(params)`` the lam and
+    boxes that ``check_mix`` compares with."""
     require_images(inp, f"torchvision's {name}")
-    v2 = torchvision_module()
-    return getattr(v2, name)(alpha=1.0, num_classes=inp.case.num_classes)
+    transform = getattr(torchvision_module(), name)(alpha=1.0, num_classes=inp.case.num_classes)
+    c = inp.case
+
+    def check():
+        torch.manual_seed(1234)
+        out, y, params = run(inp.x, inp.target, num_classes=c.num_classes, transform=transform)
+        lam, boxes = expected(params)
+        perm = peers.tv_perm(c.batch, inp.x.device)
+        return check_mix(inp, out, y, perm, lam, boxes=boxes, label_smoothing=0.0)
+
+    return Prepared(lambda: transform(inp.x, inp.target), check, note="roll(1, 0) pairing, no smoothing")
 
 
 def tv_mixup(inp: Inputs) -> Prepared:
-    transform = _tv_transform(inp, "MixUp")
-    c = inp.case
-
-    def check():
-        torch.manual_seed(1234)
-        out, y, params = peers.tv_mixup(inp.x, inp.target, num_classes=c.num_classes, transform=transform)
-        return check_mix(inp, out, y, peers.tv_perm(c.batch, inp.x.device), params["lam"], label_smoothing=0.0)
-
-    return Prepared(lambda: transform(inp.x, inp.target), check, note="roll(1, 0) pairing, no smoothing")
+    return _tv(inp, "MixUp", peers.tv_mixup, lambda params: (params["lam"], None))
 
 
 def tv_cutmix(inp: Inputs) -> Prepared:
-    transform = _tv_transform(inp, "CutMix")
-    c = inp.case
-
-    def check():
-        torch.manual_seed(1234)
-        out, y, params = peers.tv_cutmix(inp.x, inp.target, num_classes=c.num_classes, transform=transform)
+    def expected(params):
         x1, y1, x2, y2 = params["box"]
-        boxes = torch.tensor([[y1, y2, x1, x2]] * c.batch, dtype=torch.int64, device=inp.x.device)
-        perm = peers.tv_perm(c.batch, inp.x.device)
-        return check_mix(inp, out, y, perm, params["lam_adjusted"], boxes=boxes, label_smoothing=0.0)
+        boxes = torch.tensor([[y1, y2, x1, x2]] * inp.case.batch, dtype=torch.int64, device=inp.x.device)
+        return params["lam_adjusted"], boxes
 
-    return Prepared(lambda: transform(inp.x, inp.target), check, note="roll(1, 0) pairing, no smoothing")
+    return _tv(inp, "CutMix", peers.tv_cutmix, expected)
 
 
 # ---------------------------------------------------------------------------
