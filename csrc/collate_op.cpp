@@ -56,7 +56,7 @@ at::Tensor collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t, con
     blend[i] = boxes.empty() || is_no_box(boxes[i]);
   }
   at::Tensor out = at::empty({rows, C, H, W}, first.options());
-  const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), C, H, W, perm.data(), ws.data(), wp.data(),
+  const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), rows, C, H, W, perm.data(), ws.data(), wp.data(),
                          boxes.empty() ? nullptr : boxes.data(), blend.get()};
   const CollateFn fn = active_table()->collate;
   at::parallel_for(0, rows * C, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });

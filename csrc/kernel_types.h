@@ -97,7 +97,7 @@ struct MapArgs {
 struct CollateArgs {
   const uint8_t* const* samples;  // [B] pointers to contiguous [C, H, W] samples
   uint8_t* out;                   // [rows, C, H, W]
-  int64_t C, H, W;
+  int64_t rows, C, H, W;
   const int64_t* perm;
   const float* w_self;  // per row: weight of the sample itself (blended rows)
   const float* w_part;  // and of its partner
@@ -107,7 +107,7 @@ struct CollateArgs {
 
 using MixRowsFn = void (*)(const MixArgs&, int64_t unit_begin, int64_t unit_end);
 using PairsFn = void (*)(const PairArgs&, int64_t unit_begin, int64_t unit_end);
-using CollateFn = void (*)(const CollateArgs&, int64_t unit_begin, int64_t unit_end);  // units: (row, channel)
+using CollateFn = void (*)(const CollateArgs&, int64_t unit_begin, int64_t unit_end);  // units: (row or pair, channel)
 using MapsFn = void (*)(const MapArgs&, int64_t unit_begin, int64_t unit_end);  // units: (row or pair, lines)
 
 enum LabelWidth : int { kL64 = 0, kL32 = 1, kL8 = 2 };

@@ -3,6 +3,7 @@
 #pragma GCC target("avx2,f16c,fma,popcnt")
 #define MIXUP_FAST_DIV 1
 #define MIXUP_MASK_SELECT 1
+#define MIXUP_BLEND_U8_AVX2 1
 #define MIXUP_ISA isa_avx2
 #define MIXUP_ISA_NAME "avx2"
 #include "loops.h"

@@ -12,6 +12,10 @@
 
 #include "kernel_types.h"
 
+#if defined(MIXUP_BLEND_U8_AVX2)
+#include <immintrin.h>
+#endif
+
 #ifndef MIXUP_ISA
 #error "define MIXUP_ISA before including loops.h"
 #endif

@@ -314,6 +314,19 @@ def poisoned_allocations():
         torch.use_deterministic_algorithms(old_mode, warn_only=old_warn)
 
 
+CPU_ISAS = mixup_fused._C.supported_cpu_isas() if mixup_fused.HAS_CPP else []
+
+
+@pytest.fixture(params=CPU_ISAS)
+def isa(request):
+    """Every CPU kernel table this CPU runs (base, avx2, avx512): each is its own compiled code."""
+    previous = mixup_fused._C.set_cpu_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        mixup_fused._C.set_cpu_isa(previous)
+
+
 @pytest.fixture
 def poison_outputs():
     with poisoned_allocations():

@@ -128,10 +128,24 @@ def test_mixing_disabled_collates_plainly():
 # ----------------------------------------------------------------------------
 
 
-def _op_inputs(B, C, H, W, seed, with_boxes):
+def _pairing(B, kind, g):
+    """``random``: any permutation; ``flip``: timm's k <-> B - 1 - k; ``swaps``: random
+    disjoint pairs and fixed points (the kernel writes both rows of a pair at once)."""
+    if kind == "random":
+        return torch.randperm(B, generator=g)
+    if kind == "flip":
+        return torch.arange(B - 1, -1, -1)
+    order, perm = torch.randperm(B, generator=g), torch.arange(B)
+    for k in range(0, B - 1 - B % 3, 2):  # leaves a few fixed points
+        a, b = order[k], order[k + 1]
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def _op_inputs(B, C, H, W, seed, with_boxes, pairing="random"):
     g = torch.Generator().manual_seed(seed)
     samples = [torch.randint(0, 256, (C, H, W), generator=g, dtype=torch.uint8) for _ in range(B)]
-    perm = torch.randperm(B, generator=g)
+    perm = _pairing(B, pairing, g)
     lam = torch.rand(B, generator=g, dtype=torch.float64)
     lam[: B // 3] = torch.tensor([0.0, 1.0, 0.5])[: B // 3]
     boxes = None
@@ -151,19 +165,22 @@ def _op_inputs(B, C, H, W, seed, with_boxes):
     return samples, perm, lam.float(), (1.0 - lam).float(), boxes
 
 
+@pytest.mark.parametrize("pairing", ["random", "flip", "swaps"])
 @pytest.mark.parametrize("with_boxes", [False, True], ids=["blend", "cut"])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 7, 9), (8, 3, 31, 67), (3, 4, 2, 1031)])
-def test_collate_mix_matches_reference(shape, with_boxes):
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 7, 9), (8, 3, 31, 67), (3, 4, 2, 1031), (6, 2, 70, 300)])
+def test_collate_mix_matches_reference(shape, with_boxes, pairing, isa):
+    """Every row, whether written alone or with its partner (pairs of rows that are
+    each other's partner, one of them past ``rows`` or not), over several chunks of lines."""
     B, C, H, W = shape
     for seed in range(3):
-        samples, perm, ws, wp, boxes = _op_inputs(B, C, H, W, seed, with_boxes)
+        samples, perm, ws, wp, boxes = _op_inputs(B, C, H, W, seed, with_boxes, pairing)
         for rows in sorted({B, B - B // 2, 0}):
             with poisoned_allocations():
                 got = torch.ops.mixup_fused.collate_mix(samples, perm, ws, wp, boxes, rows)
             assert torch.equal(got, collate_mix_reference(samples, perm, ws, wp, boxes, rows))
 
 
-def test_collate_mix_rounds_ties_to_even():
+def test_collate_mix_rounds_ties_to_even(isa):
     """Exact halves round to the even neighbour, as numpy's rint and torch.round."""
     values = torch.arange(256, dtype=torch.uint8).view(1, 16, 16)
     partner = torch.flip(values, [2])
@@ -174,6 +191,15 @@ def test_collate_mix_rounds_ties_to_even():
     want = torch.round(values.float() * 0.5 + partner.float() * 0.5).to(torch.uint8)
     assert torch.equal(got[0], want)
     assert (values.float() * 0.5 + partner.float() * 0.5).frac().eq(0.5).any()  # ties occur
+
+
+def test_collate_mix_clamps_to_255(isa):
+    """Weights that sum past 1 (each is only checked to lie in [0, 1]) saturate at 255."""
+    samples = [torch.arange(256, dtype=torch.uint8).view(1, 16, 16), torch.full((1, 16, 16), 255, dtype=torch.uint8)]
+    perm, one = torch.tensor([1, 0]), torch.ones(2)
+    got = torch.ops.mixup_fused.collate_mix(samples, perm, one, one, None, 2)
+    assert torch.equal(got, torch.full((2, 1, 16, 16), 255, dtype=torch.uint8))
+    assert torch.equal(got, collate_mix_reference(samples, perm, one, one, None, 2))
 
 
 def test_opcheck_collate_mix():

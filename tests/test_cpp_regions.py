@@ -26,7 +26,6 @@ from mixup_fused.reference import (
 )
 
 pytestmark = pytest.mark.skipif(not mixup_fused.HAS_CPP, reason="needs the C++ extension")
-ISAS = mixup_fused._C.supported_cpu_isas() if mixup_fused.HAS_CPP else []
 
 OPS = torch.ops.mixup_fused
 FLOATS = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -110,16 +109,6 @@ def label_maps(B, spatial, dtype, gen, channel=False):
     m[torch.rand((B, *spatial), generator=gen) < 0.1] = IGNORE
     m = m.to(dtype)
     return m.unsqueeze(1) if channel else m
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Every CPU kernel table this CPU runs (base, avx2, avx512): each is its own compiled code."""
-    previous = mixup_fused._C.set_cpu_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        mixup_fused._C.set_cpu_isa(previous)
 
 
 def same_bits(actual, expected, what):
