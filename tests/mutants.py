@@ -240,8 +240,8 @@ MUTANTS = [
         "cutmix_lam_off_by_one_pixel",
         "targets (timm's sampler): lam corrected with one pixel too many in the image",
         "mixup_fused/sampling/timm.py",
-        "lam = 1.0 - bbox_area / float(img_shape[-2] * img_shape[-1])",
-        "lam = 1.0 - bbox_area / float(img_shape[-2] * img_shape[-1] + 1)",
+        "return 1.0 - volume / float(math.prod(sizes))",
+        "return 1.0 - volume / float(math.prod(sizes) + 1)",
         _t("tests/test_properties.py::test_cutmix_label_weights_equal_box_fractions[reference]"),
     ),
     Mutant(

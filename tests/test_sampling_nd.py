@@ -358,3 +358,23 @@ def test_2d_device_boxes_unchanged():
     got = sampling.rand_boxes_minmax_nd((H, W), (0.2, 0.8), n, generator=torch.Generator().manual_seed(2))
     assert torch.equal(got, expected)
     assert sampling.no_box(2) == sampling.NO_BOX and sampling.empty_box(2) == sampling.EMPTY_BOX
+
+
+@pytest.mark.parametrize("shape", [(50,), (16, 16), (17, 31), (5, 9, 9), (4, 4, 4)])
+@pytest.mark.parametrize("minmax", [None, (0.2, 0.8)])
+@pytest.mark.parametrize("correct_lam", [True, False])
+def test_boxes_per_row_are_the_per_sample_calls(shape, minmax, correct_lam):
+    """The sampler's all-rows box draws equal timm's per-sample loop of
+    ``cutmix_box_and_lam_nd`` calls: the same boxes, the same lam (float32 lam
+    in, as timm's per-sample arrays) and the same numpy stream afterwards."""
+    lam = np.random.default_rng(0).beta(1.0, 1.0, size=37).astype(np.float32)
+    lam[:3] = [0.0, 0.5, np.float32(0.999)]
+    np.random.seed(11)
+    boxes, lam_rows = sampling.cutmix_boxes_per_row(shape, lam, minmax, correct_lam)
+    after = np.random.random()
+    np.random.seed(11)
+    loop = [sampling.cutmix_box_and_lam_nd(shape, v, minmax, correct_lam) for v in lam]
+    assert np.random.random() == after
+    np.testing.assert_array_equal(boxes, np.array([[int(b) for b in box] for box, _ in loop]))
+    assert boxes.dtype == np.int64 and boxes.shape == (37, 2 * len(shape))
+    np.testing.assert_array_equal(lam_rows, np.array([float(v) for _, v in loop]))

@@ -27,6 +27,7 @@ __all__ = [
     "NumpySampler",
     "cutmix_bbox_and_lam",
     "cutmix_box_and_lam_nd",
+    "cutmix_boxes_per_row",
     "rand_bbox",
     "rand_bbox_minmax",
     "rand_box_minmax_nd",
@@ -42,7 +43,31 @@ def side_ratio(lam, spatial_dims: int):
         return 1 - lam
     if spatial_dims == 2:
         return np.sqrt(1 - lam)
+    if isinstance(lam, np.ndarray):  # entry by entry: an array power may differ from the scalar one in the last bit
+        return np.array([side_ratio(v, spatial_dims) for v in lam], dtype=lam.dtype)
     return (1 - lam) ** (1 / spatial_dims)
+
+
+def _cut_sides(sizes, lam) -> list:
+    """``int(size * side_ratio(lam, n))`` per dim; for an array of lam, arrays."""
+    ratio = side_ratio(lam, len(sizes))
+    if isinstance(ratio, np.ndarray):
+        return [(size * ratio).astype(np.int64) for size in sizes]  # truncation, as int()
+    return [int(size * ratio) for size in sizes]
+
+
+def _box_around(sizes, cuts, centres) -> tuple:
+    """``(lo0, hi0, lo1, hi1, ...)``: per dim a cut around its centre, clipped to the image."""
+    box = []
+    for size, cut, c in zip(sizes, cuts, centres, strict=True):
+        box += (_clip(c - cut // 2, size), _clip(c + (cut + 1) // 2, size))
+    return tuple(box)
+
+
+def _box_lam(box, sizes):
+    """timm's corrected lam: ``1 - cut volume / total volume`` (float64)."""
+    volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(sizes)))
+    return 1.0 - volume / float(math.prod(sizes))
 
 
 def rand_box_nd(spatial_shape, lam, margin: float = 0.0, count=None) -> tuple:
@@ -50,14 +75,10 @@ def rand_box_nd(spatial_shape, lam, margin: float = 0.0, count=None) -> tuple:
     ``int(size * side_ratio(lam, n))`` around a uniform centre (drawn in dim
     order), clipped to the image. Returns ``(lo0, hi0, lo1, hi1, ...)``."""
     sizes = spatial_sizes(spatial_shape)
-    ratio = side_ratio(lam, len(sizes))
-    cuts = [int(size * ratio) for size in sizes]
+    cuts = _cut_sides(sizes, lam)
     margins = [int(margin * cut) for cut in cuts]
     centres = [np.random.randint(m, size - m, size=count) for size, m in zip(sizes, margins, strict=True)]
-    box = []
-    for size, cut, c in zip(sizes, cuts, centres, strict=True):
-        box += (_clip(c - cut // 2, size), _clip(c + (cut + 1) // 2, size))
-    return tuple(box)
+    return _box_around(sizes, cuts, centres)
 
 
 def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
@@ -71,10 +92,10 @@ def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
 
 
 def _clip(v, hi):
-    """``np.clip(v, 0, hi)``; a scalar (timm's per-sample call) is clipped in
-    Python, where np.clip's array machinery costs more than the whole draw."""
+    """``np.clip(v, 0, hi)``, without np.clip's argument machinery (it costs more
+    than the draw of a box): in Python for a scalar (timm's per-sample call)."""
     if isinstance(v, np.ndarray):
-        return np.clip(v, 0, hi)
+        return np.minimum(np.maximum(v, 0), hi)
     return np.int64(min(max(v, 0), hi))
 
 
@@ -97,34 +118,48 @@ def rand_bbox_minmax(img_shape, minmax, count=None):
     return rand_box_minmax_nd(tuple(img_shape[-2:]), minmax, count)
 
 
-def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam: bool = True, count=None):
-    """timm's ``cutmix_bbox_and_lam``: the box, and lam corrected to ``1 - area / (H * W)``
-    when ``correct_lam`` is on or ``ratio_minmax`` is given (otherwise lam is returned as drawn)."""
-    if ratio_minmax is not None:
-        yl, yu, xl, xu = rand_bbox_minmax(img_shape, ratio_minmax, count=count)
-    else:
-        yl, yu, xl, xu = rand_bbox(img_shape, lam, count=count)
-    if correct_lam or ratio_minmax is not None:
-        bbox_area = (yu - yl) * (xu - xl)
-        lam = 1.0 - bbox_area / float(img_shape[-2] * img_shape[-1])
-    return (yl, yu, xl, xu), lam
-
-
 def cutmix_box_and_lam_nd(spatial_shape, lam, ratio_minmax=None, correct_lam: bool = True, count=None):
-    """:func:`cutmix_bbox_and_lam` in 1, 2 or 3 spatial dims: the box
+    """timm's ``cutmix_bbox_and_lam`` in 1, 2 or 3 spatial dims: the box
     ``(lo0, hi0, ...)`` and lam corrected to ``1 - cut volume / total volume``
-    when ``correct_lam`` is on or ``ratio_minmax`` is given. 2-D is timm's function."""
+    when ``correct_lam`` is on or ``ratio_minmax`` is given (otherwise lam is
+    returned as drawn). In 2-D it is timm's function, draw for draw."""
     sizes = spatial_sizes(spatial_shape)
-    if len(sizes) == 2:
-        return cutmix_bbox_and_lam(sizes, lam, ratio_minmax, correct_lam, count)
     if ratio_minmax is not None:
         box = rand_box_minmax_nd(sizes, ratio_minmax, count=count)
     else:
         box = rand_box_nd(sizes, lam, count=count)
     if correct_lam or ratio_minmax is not None:
-        volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(sizes)))
-        lam = 1.0 - volume / float(math.prod(sizes))
+        lam = _box_lam(box, sizes)
     return box, lam
+
+
+def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam: bool = True, count=None):
+    """timm's ``cutmix_bbox_and_lam``: the box ``(y0, y1, x0, x1)`` and lam
+    corrected to ``1 - area / (H * W)`` when ``correct_lam`` is on or
+    ``ratio_minmax`` is given (otherwise lam is returned as drawn)."""
+    return cutmix_box_and_lam_nd(tuple(img_shape[-2:]), lam, ratio_minmax, correct_lam, count)
+
+
+def cutmix_boxes_per_row(spatial_shape, lam: np.ndarray, ratio_minmax=None, correct_lam: bool = True):
+    """:func:`cutmix_box_and_lam_nd` for each entry of ``lam`` in turn, as
+    timm's per-sample loop calls it (the same draws in the same order, the same
+    arithmetic), computed for all rows at once. Returns ``(boxes, lam)``:
+    int64 ``[n, 2 * dims]`` and float64 ``[n]``."""
+    sizes = spatial_sizes(spatial_shape)
+    n, dims = lam.shape[0], len(sizes)
+    if ratio_minmax is not None:  # each row's second draws depend on its first: row by row
+        rows = [cutmix_box_and_lam_nd(sizes, v, ratio_minmax, correct_lam) for v in lam]
+        return np.array([r[0] for r in rows], dtype=np.int64).reshape(n, 2 * dims), np.array([r[1] for r in rows])
+    # timm draws the centres row by row, dim by dim. With one bound for every
+    # dim a single call draws exactly that sequence (numpy's legacy randint
+    # fills an array with the same draws as the scalar calls, in order).
+    if len(set(sizes)) == 1:
+        centres = np.random.randint(0, sizes[0], size=(n, dims))
+    else:
+        centres = np.array([[np.random.randint(0, size) for size in sizes] for _ in range(n)], dtype=np.int64)
+    box = _box_around(sizes, _cut_sides(sizes, lam), centres.reshape(n, dims).T)
+    boxes = np.stack(box, axis=1).astype(np.int64)
+    return boxes, (_box_lam(box, sizes) if correct_lam else lam.astype(np.float64))
 
 
 need_hw = need_spatial  # the former name (2-D only then); now 1 to 3 spatial sizes
@@ -193,9 +228,7 @@ class NumpySampler:
         if rows.size:
             sizes = need_spatial(img_size)
             box_n = np.zeros((lam_n.shape[0], 2 * len(sizes)), dtype=np.int64)
-            for r in rows:
-                box, lam_n[r] = cutmix_box_and_lam_nd(sizes, lam_n[r], cfg.cutmix_minmax, cfg.correct_lam)
-                box_n[r] = box
+            box_n[rows], lam_n[rows] = cutmix_boxes_per_row(sizes, lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam)
         pair = self._pairing(mode, batch_size, pairing)
         return scatter_rows(mode, pair, lam_n.astype(np.float64), use_cut_n, box_n, host_hints=True)
 
