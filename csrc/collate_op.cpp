@@ -2,24 +2,30 @@
 // uint8 samples and mixes it in the same pass (FastCollateMixup). Output row
 // i < rows is sample i blended with sample perm[i] (weights w_self[i],
 // w_part[i], rounded to nearest, ties to even) or, where boxes[i] is not
-// NO_BOX, sample i with the partner's pixels inside the box.
+// NO_BOX, sample i with the partner's pixels inside the box. The mixed,
+// smoothed targets of those rows come from the same call.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "checks.h"
 #include "isa.h"
 #include "kernel_types.h"
+#include "targets.h"
 
 namespace mixup_fused {
 namespace {
 
-at::Tensor collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t, const at::Tensor& w_self_t,
-                           const at::Tensor& w_part_t, const c10::optional<at::Tensor>& boxes_t, int64_t rows) {
+std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t,
+                                                   const at::Tensor& w_self_t, const at::Tensor& w_part_t,
+                                                   const c10::optional<at::Tensor>& boxes_t, int64_t rows,
+                                                   const at::Tensor& target, int64_t num_classes,
+                                                   double label_smoothing) {
   TORCH_CHECK_VALUE(!samples.empty(), "mixup_fused: samples must hold at least one sample");
   const at::Tensor& first = samples[0];
   const int64_t B = static_cast<int64_t>(samples.size());
@@ -41,6 +47,7 @@ at::Tensor collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t, con
   const auto w_self = checked_lam(batch, w_self_t, "w_self");
   const auto w_part = checked_lam(batch, w_part_t, "w_part");
   const auto boxes = checked_boxes(batch, boxes_t);
+  const auto ids = checked_target(batch, target, num_classes, label_smoothing);
 
   std::vector<at::Tensor> dense(B);
   std::vector<const uint8_t*> ptrs(B);
@@ -55,12 +62,14 @@ at::Tensor collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t, con
     wp[i] = static_cast<float>(w_part[i]);
     blend[i] = boxes.empty() || is_no_box(boxes[i]);
   }
+  at::Tensor y = at::empty({rows, num_classes}, first.options().dtype(at::kFloat));
+  mix_targets(target, ids, perm, ws.data(), wp.data(), num_classes, label_smoothing, y);
   at::Tensor out = at::empty({rows, C, H, W}, first.options());
   const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), rows, C, H, W, perm.data(), ws.data(), wp.data(),
                          boxes.empty() ? nullptr : boxes.data(), blend.get()};
   const CollateFn fn = active_table()->collate;
   at::parallel_for(0, rows * C, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
-  return out;
+  return {out, y};
 }
 
 }  // namespace

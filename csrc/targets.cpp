@@ -5,15 +5,15 @@
 namespace mixup_fused {
 
 void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, const std::vector<int64_t>& perm,
-                 const std::vector<double>& lam, int64_t K, double eps, at::Tensor& y) {
-  const int64_t B = static_cast<int64_t>(perm.size());
+                 const float* w_self, const float* w_part, int64_t K, double eps, at::Tensor& y) {
+  const int64_t rows = y.size(0);
   float* yd = y.data_ptr<float>();
   const float off_value = static_cast<float>(eps / K);
   const float on_value = static_cast<float>(1.0 - eps + eps / K);
-  if (!ids.empty() || B == 0) {
-    at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
+  if (!ids.empty() || rows == 0) {
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const float l = static_cast<float>(lam[i]), r = static_cast<float>(1.0 - lam[i]);
+        const float l = w_self[i], r = w_part[i];
         float* row = yd + i * K;
         const float base = off_value * l + off_value * r;
         for (int64_t k = 0; k < K; ++k) row[k] = base;
@@ -28,9 +28,9 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   auto t = target.to(at::kFloat);
   const int64_t s0 = t.stride(0), s1 = t.stride(1);
   const float* td = t.data_ptr<float>();
-  at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float l = static_cast<float>(lam[i]), r = static_cast<float>(1.0 - lam[i]);
+      const float l = w_self[i], r = w_part[i];
       const float* ta = td + i * s0;
       const float* tb = td + perm[i] * s0;
       float* row = yd + i * K;
@@ -41,6 +41,17 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
       }
     }
   });
+}
+
+void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, const std::vector<int64_t>& perm,
+                 const std::vector<double>& lam, int64_t K, double eps, at::Tensor& y) {
+  const size_t B = lam.size();
+  std::vector<float> w_self(B), w_part(B);
+  for (size_t i = 0; i < B; ++i) {
+    w_self[i] = static_cast<float>(lam[i]);
+    w_part[i] = static_cast<float>(1.0 - lam[i]);
+  }
+  mix_targets(target, ids, perm, w_self.data(), w_part.data(), K, eps, y);
 }
 
 }  // namespace mixup_fused

@@ -26,7 +26,6 @@ import torch
 from . import _checks
 from ._registration import CPP_IMPORT_ERROR, HAS_CPP
 from .mixup import Mixup
-from .reference import smooth_targets
 
 __all__ = ["FastCollateMixup"]
 
@@ -110,10 +109,9 @@ class FastCollateMixup(Mixup):
             perm, lam, boxes = torch.arange(B), torch.ones(B, dtype=torch.float64), None
         # timm's weights: the float32 lam and 1 - lam rounded to float32 (from the float64 lam in batch mode).
         w_self, w_part = lam.float(), (1.0 - lam).float()
-        out = torch.ops.mixup_fused.collate_mix(images, perm, w_self, w_part, boxes, rows)
-        if self.multi_label:
-            s = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        else:
-            s = smooth_targets(target, self.num_classes, self.label_smoothing)
-        y = s * w_self.unsqueeze(1) + s[perm] * w_part.unsqueeze(1)
-        return out, y[:rows]
+        smoothing = self.label_smoothing
+        if self.multi_label:  # timm smooths multi-hot rows towards 0.5; the op then mixes them as given
+            target, smoothing = target * (1.0 - smoothing) + 0.5 * smoothing, 0.0
+        return torch.ops.mixup_fused.collate_mix(
+            images, perm, w_self, w_part, boxes, rows, target, self.num_classes, smoothing
+        )

@@ -250,17 +250,25 @@ def collate_mix_reference(
     w_part: torch.Tensor,
     boxes: torch.Tensor | None,
     rows: int,
-) -> torch.Tensor:
+    target: torch.Tensor,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate-time mixing of uint8 ``[C, H, W]`` samples (``FastCollateMixup``):
     row ``i < rows`` is ``rint(w_self[i] * x[i] + w_part[i] * x[perm[i]])`` in
     float32 (ties to even, as timm rounds), or, for a row with a box other than
-    ``NO_BOX``, ``x[i]`` with ``x[perm[i]]`` inside the box. uint8 ``[rows, C, H, W]``."""
+    ``NO_BOX``, ``x[i]`` with ``x[perm[i]]`` inside the box. Returns uint8
+    ``[rows, C, H, W]`` and the targets ``w_self[i] * s(t[i]) + w_part[i] *
+    s(t[perm[i]])``, float32 ``[rows, K]``."""
     x = torch.stack(samples)
     shape = (-1, 1, 1, 1)
     xf = x.float()
-    blended = torch.round(xf * w_self.float().view(shape) + xf[perm] * w_part.float().view(shape)).clamp(0, 255)
+    w_self, w_part = w_self.float(), w_part.float()
+    blended = torch.round(xf * w_self.view(shape) + xf[perm] * w_part.view(shape)).clamp(0, 255)
     out = blended.to(torch.uint8)
     if boxes is not None:
         cut = torch.where(box_mask(boxes, x.shape[2:]), x[perm], x)
         out = torch.where(mixup_rows(boxes).view(shape), out, cut)
-    return out[:rows]
+    s = smooth_targets(target, num_classes, label_smoothing)
+    y = s * w_self.view(-1, 1) + s[perm] * w_part.view(-1, 1)
+    return out[:rows], y[:rows]

@@ -172,12 +172,24 @@ def test_collate_mix_matches_reference(shape, with_boxes, pairing, isa):
     """Every row, whether written alone or with its partner (pairs of rows that are
     each other's partner, one of them past ``rows`` or not), over several chunks of lines."""
     B, C, H, W = shape
+    K = 7
     for seed in range(3):
         samples, perm, ws, wp, boxes = _op_inputs(B, C, H, W, seed, with_boxes, pairing)
+        g = torch.Generator().manual_seed(seed)
+        ids, soft = torch.randint(0, K, (B,), generator=g), torch.rand(B, K, generator=g)
         for rows in sorted({B, B - B // 2, 0}):
-            with poisoned_allocations():
-                got = torch.ops.mixup_fused.collate_mix(samples, perm, ws, wp, boxes, rows)
-            assert torch.equal(got, collate_mix_reference(samples, perm, ws, wp, boxes, rows))
+            for target, eps in ((ids, 0.1), (ids, 0.0), (soft, 0.2)):
+                args = (samples, perm, ws, wp, boxes, rows, target, K, eps)
+                with poisoned_allocations():
+                    got_x, got_y = torch.ops.mixup_fused.collate_mix(*args)
+                want_x, want_y = collate_mix_reference(*args)
+                assert torch.equal(got_x, want_x)
+                assert got_y.dtype == torch.float32 and torch.equal(got_y, want_y)
+
+
+def _op(samples, perm, ws, wp, boxes=None):
+    """The op's images, with two class ids as targets."""
+    return torch.ops.mixup_fused.collate_mix(samples, perm, ws, wp, boxes, len(samples), perm, len(samples), 0.0)[0]
 
 
 def test_collate_mix_rounds_ties_to_even(isa):
@@ -187,7 +199,7 @@ def test_collate_mix_rounds_ties_to_even(isa):
     samples = [values, partner]
     perm = torch.tensor([1, 0])
     half = torch.full((2,), 0.5)
-    got = torch.ops.mixup_fused.collate_mix(samples, perm, half, half, None, 2)
+    got = _op(samples, perm, half, half)
     want = torch.round(values.float() * 0.5 + partner.float() * 0.5).to(torch.uint8)
     assert torch.equal(got[0], want)
     assert (values.float() * 0.5 + partner.float() * 0.5).frac().eq(0.5).any()  # ties occur
@@ -197,14 +209,15 @@ def test_collate_mix_clamps_to_255(isa):
     """Weights that sum past 1 (each is only checked to lie in [0, 1]) saturate at 255."""
     samples = [torch.arange(256, dtype=torch.uint8).view(1, 16, 16), torch.full((1, 16, 16), 255, dtype=torch.uint8)]
     perm, one = torch.tensor([1, 0]), torch.ones(2)
-    got = torch.ops.mixup_fused.collate_mix(samples, perm, one, one, None, 2)
+    got = _op(samples, perm, one, one)
     assert torch.equal(got, torch.full((2, 1, 16, 16), 255, dtype=torch.uint8))
-    assert torch.equal(got, collate_mix_reference(samples, perm, one, one, None, 2))
+    assert torch.equal(got, collate_mix_reference(samples, perm, one, one, None, 2, perm, 2)[0])
 
 
 def test_opcheck_collate_mix():
     samples, perm, ws, wp, boxes = _op_inputs(6, 3, 5, 7, 0, True)
-    torch.library.opcheck(torch.ops.mixup_fused.collate_mix.default, (samples, perm, ws, wp, boxes, 4))
+    target = torch.tensor([0, 3, 1, 3, 2, 0])
+    torch.library.opcheck(torch.ops.mixup_fused.collate_mix.default, (samples, perm, ws, wp, boxes, 4, target, 4, 0.1))
 
 
 # ----------------------------------------------------------------------------
@@ -253,6 +266,16 @@ def test_collate_mix_op_errors_name_the_argument():
         ((samples, perm, ws, wp, boxes[:, :3], 4), r"boxes must have shape \[B, 2 \* spatial dims\] = \[4, 4\]"),
         ((samples, perm, ws, wp, torch.tensor([[0, 9, 0, 1]] * 4), 4), r"boxes\[0\] = \(0, 9, 0, 1\) must satisfy"),
     ]
+    ids = torch.tensor([0, 1, 2, 1])
+    targets = [
+        ((ids, 2, 0.0), r"target\[2\] = 2 is not a class id in \[0, num_classes = 2\)"),
+        ((ids[:3], 3, 0.0), r"target \(class ids\) must have shape \[B\] = \[4\]"),
+        ((torch.rand(4, 2), 3, 0.0), r"soft target must have shape \[B, num_classes\] = \[4, 3\]"),
+        ((ids, 0, 0.0), r"num_classes must be an int in \[1, 2\*\*31 - 1\]"),
+        ((ids, 3, 1.5), r"label_smoothing must be in \[0, 1\]"),
+    ]
+    cases = [(args + (ids, 3, 0.0), match) for args, match in cases]
+    cases += [((samples, perm, ws, wp, None, 4) + t, match) for t, match in targets]
     for args, match in cases:
         with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
             op(*args)
