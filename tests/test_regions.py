@@ -254,8 +254,11 @@ def test_gradcheck_any_rank(backend, region, gen):
         def f(t, target=target, perm=perm, lam=lam, kw=kw):
             return mixup_fused.mix(t, target, perm, lam, num_classes=3, backend=backend, **kw)[0]
 
-        assert torch.autograd.gradcheck(f, (x,))
-        assert torch.autograd.gradgradcheck(f, (x,))
+        # Under the Triton interpreter every evaluation is a slow launch: there the
+        # check uses random projections (fast_mode), element by element on the others.
+        fast = backend == "triton"
+        assert torch.autograd.gradcheck(f, (x,), fast_mode=fast)
+        assert torch.autograd.gradgradcheck(f, (x,), fast_mode=fast)
 
 
 def _op_inputs(rank, gen, make_perm, maps_dtype, lam_dtype):
