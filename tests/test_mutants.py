@@ -52,6 +52,7 @@ def test_every_mutant_applies_and_the_branches_are_covered():
 
 
 @pytest.mark.slow
+@pytest.mark.light_env
 @pytest.mark.skipif(not (HAS_TRITON and mixup_fused.HAS_CPP), reason="needs triton and the C++ extension")
 def test_every_mutant_is_killed():
     summary = mutants.run([m for m in mutants.MUTANTS if not m.cpp])
