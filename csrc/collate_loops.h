@@ -26,53 +26,108 @@ MIXUP_INLINE void blend_u8_tail(uint8_t* __restrict dst, const uint8_t* __restri
 }
 
 #if defined(MIXUP_BLEND_U8_AVX2)
-// The same arithmetic 32 bytes at a time: bytes widened straight to int32 and
-// the results narrowed with two saturating packs. GCC's own vectorisation of
-// the loop above spends about twice the instructions on widening and
-// narrowing, and the loop is compute bound (bench: the collate row).
+// The same arithmetic 32 bytes at a time: bytes widened straight to int32,
+// converted back with the default rounding mode (ties to even, as rint) and
+// narrowed with two saturating packs, which also clamp to 255. GCC's own
+// vectorisation of the loop above spends about twice the instructions on
+// widening and narrowing, and the loop is compute bound (bench: the collate
+// row). A pair of rows that are each other's partner shares the widening.
+MIXUP_INLINE __m256 widen_u8(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+MIXUP_INLINE __m256i blend8(__m256 fa, __m256 fb, __m256 ws, __m256 wp) {
+  return _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(ws, fa), _mm256_mul_ps(wp, fb)));
+}
+
+MIXUP_INLINE void store_u8(uint8_t* dst, const __m256i r[4]) {
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' lane interleave
+  const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(r[0], r[1]), _mm256_packus_epi32(r[2], r[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_permutevar8x32_epi32(bytes, order));
+}
+
 MIXUP_INLINE void blend_u8(uint8_t* __restrict dst, const uint8_t* __restrict a, const uint8_t* __restrict b,
                            int64_t n, float ws, float wp) {
   const __m256 vws = _mm256_set1_ps(ws), vwp = _mm256_set1_ps(wp);
-  const __m256 magic = _mm256_set1_ps(12582912.0f), top = _mm256_set1_ps(255.0f);
-  const __m256i magic_bits = _mm256_set1_epi32(0x4B400000);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' lane interleave
   int64_t j = 0;
   for (; j + 32 <= n; j += 32) {
     __m256i r[4];
-    for (int k = 0; k < 4; ++k) {
-      const __m128i ak = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + j + 8 * k));
-      const __m128i bk = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + j + 8 * k));
-      const __m256 pa = _mm256_mul_ps(vws, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(ak)));
-      const __m256 pb = _mm256_mul_ps(vwp, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bk)));
-      const __m256 v = _mm256_min_ps(_mm256_add_ps(pa, pb), top);  // v is never NaN
-      r[k] = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(v, magic)), magic_bits);
-    }
-    const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(r[0], r[1]), _mm256_packus_epi32(r[2], r[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), _mm256_permutevar8x32_epi32(bytes, order));
+    for (int k = 0; k < 4; ++k) r[k] = blend8(widen_u8(a + j + 8 * k), widen_u8(b + j + 8 * k), vws, vwp);
+    store_u8(dst + j, r);
   }
   blend_u8_tail(dst, a, b, j, n, ws, wp);
+}
+
+// da = rint(wsa * a + wpa * b) and db = rint(wsb * b + wpb * a) from one read of a and b.
+MIXUP_INLINE void blend_u8_pair(uint8_t* __restrict da, uint8_t* __restrict db, const uint8_t* __restrict a,
+                                const uint8_t* __restrict b, int64_t n, float wsa, float wpa, float wsb, float wpb) {
+  const __m256 vwsa = _mm256_set1_ps(wsa), vwpa = _mm256_set1_ps(wpa);
+  const __m256 vwsb = _mm256_set1_ps(wsb), vwpb = _mm256_set1_ps(wpb);
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    __m256i ra[4], rb[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 fa = widen_u8(a + j + 8 * k), fb = widen_u8(b + j + 8 * k);
+      ra[k] = blend8(fa, fb, vwsa, vwpa);
+      rb[k] = blend8(fb, fa, vwsb, vwpb);
+    }
+    store_u8(da + j, ra);
+    store_u8(db + j, rb);
+  }
+  blend_u8_tail(da, a, b, j, n, wsa, wpa);
+  blend_u8_tail(db, b, a, j, n, wsb, wpb);
 }
 #else
 MIXUP_INLINE void blend_u8(uint8_t* __restrict dst, const uint8_t* __restrict a, const uint8_t* __restrict b,
                            int64_t n, float ws, float wp) {
   blend_u8_tail(dst, a, b, 0, n, ws, wp);
 }
+
+MIXUP_INLINE void blend_u8_pair(uint8_t* __restrict da, uint8_t* __restrict db, const uint8_t* __restrict a,
+                                const uint8_t* __restrict b, int64_t n, float wsa, float wpa, float wsb, float wpb) {
+  blend_u8_tail(da, a, b, 0, n, wsa, wpa);
+  blend_u8_tail(db, b, a, 0, n, wsb, wpb);
+}
 #endif
 
+MIXUP_INLINE bool blends(const CollateArgs& args, int64_t i) { return args.boxes == nullptr || args.blend[i]; }
+
+// dst[x] = cols[x] ? b[x] : a[x], with cols all 0 or all 1 bits per byte (a
+// line of a cut row; vectorised to full-width selects).
+MIXUP_INLINE void select_u8(uint8_t* __restrict dst, const uint8_t* __restrict a, const uint8_t* __restrict b,
+                            const uint8_t* __restrict cols, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) dst[x] = static_cast<uint8_t>((a[x] & ~cols[x]) | (b[x] & cols[x]));
+}
+
+// The column mask of row i's box: 0xFF in [x0, x1), 0 elsewhere; W bytes.
+MIXUP_INLINE void box_columns(const CollateArgs& args, int64_t i, uint8_t* cols) {
+  const Box& bx = args.boxes[i];
+  const int64_t W = args.W, x0 = min64(max64(bx.x0, 0), W), x1 = min64(max64(bx.x1, x0), W);
+  std::memset(cols, 0, static_cast<size_t>(W));
+  std::memset(cols + x0, 0xFF, static_cast<size_t>(x1 - x0));
+}
+
 // Lines [h0, h1) of one channel of output row i: blended from its sample a and
-// partner b, or a outside the row's box and b inside it.
+// partner b, or a outside the row's box and b inside it (cols: box_columns).
+// A cut line is written once, by one select over the line: short box
+// segments copied over a full copy cost a call each (bench: the collate row).
 MIXUP_INLINE void collate_lines(const CollateArgs& args, int64_t i, uint8_t* o, const uint8_t* a, const uint8_t* b,
-                                int64_t h0, int64_t h1) {
-  const int64_t W = args.W, off = h0 * W, n = (h1 - h0) * W;
-  if (args.boxes == nullptr || args.blend[i]) {
-    blend_u8(o + off, a + off, b + off, n, args.w_self[i], args.w_part[i]);
+                                const uint8_t* cols, int64_t h0, int64_t h1) {
+  const int64_t W = args.W;
+  if (blends(args, i)) {
+    const int64_t off = h0 * W;
+    blend_u8(o + off, a + off, b + off, (h1 - h0) * W, args.w_self[i], args.w_part[i]);
     return;
   }
-  std::memcpy(o + off, a + off, static_cast<size_t>(n));
   const Box& bx = args.boxes[i];
-  const int64_t len = bx.x1 - bx.x0, y0 = max64(bx.y0, h0), y1 = min64(bx.y1, h1);
-  if (len <= 0) return;
-  for (int64_t h = y0; h < y1; ++h) std::memcpy(o + h * W + bx.x0, b + h * W + bx.x0, static_cast<size_t>(len));
+  const int64_t y0 = min64(max64(bx.y0, h0), h1), y1 = bx.x1 > bx.x0 ? min64(max64(bx.y1, y0), h1) : y0;
+  std::memcpy(o + h0 * W, a + h0 * W, static_cast<size_t>((y0 - h0) * W));
+  if (bx.x0 <= 0 && bx.x1 >= W) {  // whole lines of the partner
+    std::memcpy(o + y0 * W, b + y0 * W, static_cast<size_t>((y1 - y0) * W));
+  } else {
+    for (int64_t h = y0; h < y1; ++h) select_u8(o + h * W, a + h * W, b + h * W, cols, W);
+  }
+  std::memcpy(o + y1 * W, a + y1 * W, static_cast<size_t>((h1 - y1) * W));
 }
 
 // The output row that row i also writes (its partner, when the two are each
@@ -97,18 +152,29 @@ constexpr int64_t kCollateChunk = 4096;
 MIXUP_COLLATE_TUNE void collate_units(const CollateArgs& args, int64_t u0, int64_t u1) {
   const int64_t C = args.C, H = args.H, W = args.W, plane = H * W;
   const int64_t step = W > 0 && W < kCollateChunk ? kCollateChunk / W : 1;
+  std::vector<uint8_t> cols(args.boxes == nullptr ? 0 : static_cast<size_t>(2 * W));
+  uint8_t* const cols_i = cols.data();
+  uint8_t* const cols_j = cols.data() + W;
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = u / C, c = u % C;
     const int64_t j = paired_row(args, i);
     if (j >= 0 && j < i) continue;  // written with its partner
+    if (!blends(args, i)) box_columns(args, i, cols_i);
+    if (j >= 0 && !blends(args, j)) box_columns(args, j, cols_j);
     const uint8_t* a = args.samples[i] + c * plane;
     const uint8_t* b = args.samples[args.perm[i]] + c * plane;
     uint8_t* oi = args.out + (i * C + c) * plane;
     uint8_t* oj = j >= 0 ? args.out + (j * C + c) * plane : nullptr;
     for (int64_t h0 = 0; h0 < H; h0 += step) {
       const int64_t h1 = min64(h0 + step, H);
-      collate_lines(args, i, oi, a, b, h0, h1);
-      if (oj != nullptr) collate_lines(args, j, oj, b, a, h0, h1);
+      if (oj != nullptr && blends(args, i) && blends(args, j)) {
+        const int64_t off = h0 * W, n = (h1 - h0) * W;
+        blend_u8_pair(oi + off, oj + off, a + off, b + off, n, args.w_self[i], args.w_part[i], args.w_self[j],
+                      args.w_part[j]);
+        continue;
+      }
+      collate_lines(args, i, oi, a, b, cols_i, h0, h1);
+      if (oj != nullptr) collate_lines(args, j, oj, b, a, cols_j, h0, h1);
     }
   }
 }

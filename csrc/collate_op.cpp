@@ -1,7 +1,7 @@
 // mixup_fused::collate_mix: builds a uint8 batch from a list of [C, H, W]
 // uint8 samples and mixes it in the same pass (FastCollateMixup). Output row
-// i < rows is sample i blended with sample perm[i] (weights w_self[i],
-// w_part[i], rounded to nearest, ties to even) or, where boxes[i] is not
+// i < rows is sample i blended with sample perm[i] (weights lam[i] and
+// 1 - lam[i] in float32, as timm's; rounded to nearest, ties to even) or, where boxes[i] is not
 // NO_BOX, sample i with the partner's pixels inside the box. The mixed,
 // smoothed targets of those rows come from the same call.
 
@@ -22,7 +22,7 @@ namespace mixup_fused {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const at::Tensor& perm_t,
-                                                   const at::Tensor& w_self_t, const at::Tensor& w_part_t,
+                                                   const at::Tensor& lam_t,
                                                    const c10::optional<at::Tensor>& boxes_t, int64_t rows,
                                                    const at::Tensor& target, int64_t num_classes,
                                                    double label_smoothing) {
@@ -44,8 +44,7 @@ std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const
   // The batch the rules are stated for, as a view: nothing is allocated.
   const at::Tensor batch = first.unsqueeze(0).expand({B, C, H, W});
   const auto perm = checked_perm(batch, perm_t, false);
-  const auto w_self = checked_lam(batch, w_self_t, "w_self");
-  const auto w_part = checked_lam(batch, w_part_t, "w_part");
+  const FloatWeights w = float_weights(checked_lam(batch, lam_t));
   const auto boxes = checked_boxes(batch, boxes_t);
   const auto ids = checked_target(batch, target, num_classes, label_smoothing);
 
@@ -55,17 +54,12 @@ std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const
     dense[i] = samples[i].contiguous();
     ptrs[i] = dense[i].const_data_ptr<uint8_t>();
   }
-  std::vector<float> ws(B), wp(B);
   std::unique_ptr<bool[]> blend(new bool[B > 0 ? B : 1]);
-  for (int64_t i = 0; i < B; ++i) {
-    ws[i] = static_cast<float>(w_self[i]);
-    wp[i] = static_cast<float>(w_part[i]);
-    blend[i] = boxes.empty() || is_no_box(boxes[i]);
-  }
+  for (int64_t i = 0; i < B; ++i) blend[i] = boxes.empty() || is_no_box(boxes[i]);
   at::Tensor y = at::empty({rows, num_classes}, first.options().dtype(at::kFloat));
-  mix_targets(target, ids, perm, ws.data(), wp.data(), num_classes, label_smoothing, y);
+  mix_targets(target, ids, perm, w.self.data(), w.part.data(), num_classes, label_smoothing, y);
   at::Tensor out = at::empty({rows, C, H, W}, first.options());
-  const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), rows, C, H, W, perm.data(), ws.data(), wp.data(),
+  const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), rows, C, H, W, perm.data(), w.self.data(), w.part.data(),
                          boxes.empty() ? nullptr : boxes.data(), blend.get()};
   const CollateFn fn = active_table()->collate;
   at::parallel_for(0, rows * C, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });

@@ -56,7 +56,7 @@ TORCH_LIBRARY(mixup_fused, m) {
       "Tensor(b!)? masks, int num_classes, float label_smoothing, bool check) -> Tensor");
   m.def("mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask) -> Tensor");
   m.def(
-      "collate_mix(Tensor[] samples, Tensor perm, Tensor w_self, Tensor w_part, Tensor? boxes, int rows, "
+      "collate_mix(Tensor[] samples, Tensor perm, Tensor lam, Tensor? boxes, int rows, "
       "Tensor target, int num_classes, float label_smoothing) -> (Tensor, Tensor)");
 }
 

@@ -43,15 +43,19 @@ void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, cons
   });
 }
 
+FloatWeights float_weights(const std::vector<double>& lam) {
+  FloatWeights w{std::vector<float>(lam.size()), std::vector<float>(lam.size())};
+  for (size_t i = 0; i < lam.size(); ++i) {
+    w.self[i] = static_cast<float>(lam[i]);
+    w.part[i] = static_cast<float>(1.0 - lam[i]);
+  }
+  return w;
+}
+
 void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, const std::vector<int64_t>& perm,
                  const std::vector<double>& lam, int64_t K, double eps, at::Tensor& y) {
-  const size_t B = lam.size();
-  std::vector<float> w_self(B), w_part(B);
-  for (size_t i = 0; i < B; ++i) {
-    w_self[i] = static_cast<float>(lam[i]);
-    w_part[i] = static_cast<float>(1.0 - lam[i]);
-  }
-  mix_targets(target, ids, perm, w_self.data(), w_part.data(), K, eps, y);
+  const FloatWeights w = float_weights(lam);
+  mix_targets(target, ids, perm, w.self.data(), w.part.data(), K, eps, y);
 }
 
 }  // namespace mixup_fused

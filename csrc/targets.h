@@ -16,7 +16,13 @@ namespace mixup_fused {
 void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, const std::vector<int64_t>& perm,
                  const float* w_self, const float* w_part, int64_t K, double eps, at::Tensor& y);
 
-// The weights of lam: float32 lam[i] and 1 - lam[i].
+// The float32 weights of lam: lam[i] and 1 - lam[i], each rounded once from float64.
+struct FloatWeights {
+  std::vector<float> self, part;
+};
+FloatWeights float_weights(const std::vector<double>& lam);
+
+// mix_targets with the weights of lam.
 void mix_targets(const at::Tensor& target, const std::vector<int64_t>& ids, const std::vector<int64_t>& perm,
                  const std::vector<double>& lam, int64_t K, double eps, at::Tensor& y);
 

@@ -40,7 +40,7 @@ SCHEMAS = {
     ),
     "mix_backward": "mix_backward(Tensor grad, Tensor perm, Tensor lam, Tensor? boxes, Tensor? cut_mask) -> Tensor",
     "collate_mix": (
-        "collate_mix(Tensor[] samples, Tensor perm, Tensor w_self, Tensor w_part, Tensor? boxes, int rows, "
+        "collate_mix(Tensor[] samples, Tensor perm, Tensor lam, Tensor? boxes, int rows, "
         "Tensor target, int num_classes, float label_smoothing) -> (Tensor, Tensor)"
     ),
 }
@@ -112,7 +112,7 @@ def _mix_backward_fake(grad, perm, lam, boxes, cut_mask):
 
 
 @torch.library.register_fake("mixup_fused::collate_mix")
-def _collate_mix_fake(samples, perm, w_self, w_part, boxes, rows, target, num_classes, label_smoothing):
+def _collate_mix_fake(samples, perm, lam, boxes, rows, target, num_classes, label_smoothing):
     torch._check(len(samples) > 0, lambda: "mixup_fused: samples must hold at least one sample")
     torch._check(0 <= rows <= len(samples), lambda: f"mixup_fused: rows must be in [0, B = {len(samples)}], got {rows}")
     y = samples[0].new_empty((rows, num_classes), dtype=torch.float32)

@@ -45,18 +45,43 @@ def _as_uint8_chw(image, i: int) -> torch.Tensor:
     return image
 
 
-def _labels(batch, num_classes: int, multi_label: bool) -> torch.Tensor:
-    labels = [b[1] for b in batch]
+def _problem(batch, num_classes: int, multi_label: bool) -> Exception | None:
+    """What is wrong with ``batch``, said in its terms (``batch[i]``), or None.
+
+    The op checks every sample and label itself; this runs only once it has
+    refused a batch, so that the error names the sample the caller gave."""
+    try:
+        for i, s in enumerate(batch):
+            if not isinstance(s, (tuple, list)) or len(s) < 2:
+                raise TypeError(f"mixup_fused: batch[{i}] must be an (image, label) pair, got {type(s).__name__}")
+        images = [_as_uint8_chw(s[0], i) for i, s in enumerate(batch)]
+        for i, im in enumerate(images):
+            if im.shape != images[0].shape:
+                raise ValueError(
+                    f"mixup_fused: batch[{i}] image has shape {list(im.shape)} but batch[0] has "
+                    f"{list(images[0].shape)}; a batch needs images of one shape"
+                )
+        _labels(batch, num_classes, multi_label, checked=True)
+    except (TypeError, ValueError) as err:
+        return err
+    return None
+
+
+def _labels(batch, num_classes: int, multi_label: bool, checked: bool = False) -> torch.Tensor:
+    """The labels as the op takes them: int64 class ids (as timm builds them;
+    the op checks their range) or float32 multi-hot rows. ``checked``: also
+    check the ids here, naming the sample."""
     if multi_label:
-        target = torch.stack([torch.as_tensor(t) for t in labels]).float()
+        target = torch.stack([torch.as_tensor(s[1]) for s in batch]).float()
         if target.dim() != 2 or target.shape[1] != num_classes:
             raise ValueError(
                 f"mixup_fused: multi-label targets must have num_classes = {num_classes} values each, "
                 f"got a batch of shape {list(target.shape)}"
             )
         return target
-    target = torch.as_tensor([int(t) for t in labels], dtype=torch.int64)
-    _checks.check_class_ids(target, num_classes, name="the label of batch")
+    target = torch.tensor([s[1] for s in batch], dtype=torch.int64)
+    if checked:
+        _checks.check_class_ids(target, num_classes, name="the label of batch")
     return target
 
 
@@ -92,26 +117,27 @@ class FastCollateMixup(Mixup):
             raise RuntimeError(f"mixup_fused: FastCollateMixup needs the C++ extension: {CPP_IMPORT_ERROR}")
         if not isinstance(batch, (list, tuple)) or not batch:
             raise ValueError("mixup_fused: batch must be a non-empty list of (image, label) samples")
-        images = [_as_uint8_chw(b[0], i) for i, b in enumerate(batch)]
-        for i, im in enumerate(images):
-            if im.shape != images[0].shape:
-                raise ValueError(
-                    f"mixup_fused: batch[{i}] image has shape {list(im.shape)} but batch[0] has "
-                    f"{list(images[0].shape)}; a batch needs images of one shape"
-                )
+        try:
+            return self._collate(batch)
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
+            problem = _problem(batch, self.num_classes, self.multi_label)
+            if problem is None:
+                raise
+        raise problem
+
+    def _collate(self, batch):
+        # One pass over the samples in Python (numpy arrays viewed as tensors);
+        # the op checks each sample, label and draw.
+        images = [torch.from_numpy(s[0]) if isinstance(s[0], np.ndarray) else s[0] for s in batch]
         target = _labels(batch, self.num_classes, self.multi_label)
         B = len(images)
         rows = B - B // 2 if self.mode == "half" else B
         if self.mixup_enabled:
             params = self.sample_params(B, tuple(images[0].shape[-2:]))
-            perm, lam, boxes = params.perm, params.lam.double(), params.boxes
+            perm, lam, boxes = params.perm, params.lam, params.boxes
         else:
             perm, lam, boxes = torch.arange(B), torch.ones(B, dtype=torch.float64), None
-        # timm's weights: the float32 lam and 1 - lam rounded to float32 (from the float64 lam in batch mode).
-        w_self, w_part = lam.float(), (1.0 - lam).float()
         smoothing = self.label_smoothing
         if self.multi_label:  # timm smooths multi-hot rows towards 0.5; the op then mixes them as given
             target, smoothing = target * (1.0 - smoothing) + 0.5 * smoothing, 0.0
-        return torch.ops.mixup_fused.collate_mix(
-            images, perm, w_self, w_part, boxes, rows, target, self.num_classes, smoothing
-        )
+        return torch.ops.mixup_fused.collate_mix(images, perm, lam, boxes, rows, target, self.num_classes, smoothing)

@@ -246,8 +246,7 @@ def mix_backward_reference(
 def collate_mix_reference(
     samples: list[torch.Tensor],
     perm: torch.Tensor,
-    w_self: torch.Tensor,
-    w_part: torch.Tensor,
+    lam: torch.Tensor,
     boxes: torch.Tensor | None,
     rows: int,
     target: torch.Tensor,
@@ -256,14 +255,15 @@ def collate_mix_reference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate-time mixing of uint8 ``[C, H, W]`` samples (``FastCollateMixup``):
     row ``i < rows`` is ``rint(w_self[i] * x[i] + w_part[i] * x[perm[i]])`` in
-    float32 (ties to even, as timm rounds), or, for a row with a box other than
-    ``NO_BOX``, ``x[i]`` with ``x[perm[i]]`` inside the box. Returns uint8
-    ``[rows, C, H, W]`` and the targets ``w_self[i] * s(t[i]) + w_part[i] *
-    s(t[perm[i]])``, float32 ``[rows, K]``."""
+    float32 with timm's weights (:func:`weights`: ``lam`` and ``1 - lam``, each
+    rounded once to float32; ties to even, as timm rounds), or, for a row with
+    a box other than ``NO_BOX``, ``x[i]`` with ``x[perm[i]]`` inside the box.
+    Returns uint8 ``[rows, C, H, W]`` and the targets ``w_self[i] * s(t[i]) +
+    w_part[i] * s(t[perm[i]])``, float32 ``[rows, K]``."""
     x = torch.stack(samples)
     shape = (-1, 1, 1, 1)
     xf = x.float()
-    w_self, w_part = w_self.float(), w_part.float()
+    w_self, w_part = weights(lam, torch.float32)
     blended = torch.round(xf * w_self.view(shape) + xf[perm] * w_part.view(shape)).clamp(0, 255)
     out = blended.to(torch.uint8)
     if boxes is not None:

@@ -151,18 +151,22 @@ def _op_inputs(B, C, H, W, seed, with_boxes, pairing="random"):
     boxes = None
     if with_boxes:
         rows = []
-        for i in range(B):
-            kind = i % 4
+        for i in range(B):  # blended, empty, random, whole lines (one copy), whole columns, random
+            kind = i % 6
+            y0, y1 = sorted(torch.randint(0, H + 1, (2,), generator=g).tolist())
+            x0, x1 = sorted(torch.randint(0, W + 1, (2,), generator=g).tolist())
             if kind == 0:
                 rows.append(NO_BOX)
             elif kind == 1:
                 rows.append((0, 0, 0, 0))
+            elif kind == 3:
+                rows.append((y0, y1, 0, W))
+            elif kind == 4:
+                rows.append((0, H, x0, x1))
             else:
-                y0, y1 = sorted(torch.randint(0, H + 1, (2,), generator=g).tolist())
-                x0, x1 = sorted(torch.randint(0, W + 1, (2,), generator=g).tolist())
                 rows.append((y0, y1, x0, x1))
         boxes = torch.tensor(rows, dtype=torch.int64)
-    return samples, perm, lam.float(), (1.0 - lam).float(), boxes
+    return samples, perm, lam, boxes
 
 
 @pytest.mark.parametrize("pairing", ["random", "flip", "swaps"])
@@ -174,12 +178,12 @@ def test_collate_mix_matches_reference(shape, with_boxes, pairing, isa):
     B, C, H, W = shape
     K = 7
     for seed in range(3):
-        samples, perm, ws, wp, boxes = _op_inputs(B, C, H, W, seed, with_boxes, pairing)
+        samples, perm, lam, boxes = _op_inputs(B, C, H, W, seed, with_boxes, pairing)
         g = torch.Generator().manual_seed(seed)
         ids, soft = torch.randint(0, K, (B,), generator=g), torch.rand(B, K, generator=g)
         for rows in sorted({B, B - B // 2, 0}):
             for target, eps in ((ids, 0.1), (ids, 0.0), (soft, 0.2)):
-                args = (samples, perm, ws, wp, boxes, rows, target, K, eps)
+                args = (samples, perm, lam, boxes, rows, target, K, eps)
                 with poisoned_allocations():
                     got_x, got_y = torch.ops.mixup_fused.collate_mix(*args)
                 want_x, want_y = collate_mix_reference(*args)
@@ -187,9 +191,9 @@ def test_collate_mix_matches_reference(shape, with_boxes, pairing, isa):
                 assert got_y.dtype == torch.float32 and torch.equal(got_y, want_y)
 
 
-def _op(samples, perm, ws, wp, boxes=None):
+def _op(samples, perm, lam, boxes=None):
     """The op's images, with two class ids as targets."""
-    return torch.ops.mixup_fused.collate_mix(samples, perm, ws, wp, boxes, len(samples), perm, len(samples), 0.0)[0]
+    return torch.ops.mixup_fused.collate_mix(samples, perm, lam, boxes, len(samples), perm, len(samples), 0.0)[0]
 
 
 def test_collate_mix_rounds_ties_to_even(isa):
@@ -199,25 +203,28 @@ def test_collate_mix_rounds_ties_to_even(isa):
     samples = [values, partner]
     perm = torch.tensor([1, 0])
     half = torch.full((2,), 0.5)
-    got = _op(samples, perm, half, half)
+    got = _op(samples, perm, half)
     want = torch.round(values.float() * 0.5 + partner.float() * 0.5).to(torch.uint8)
     assert torch.equal(got[0], want)
     assert (values.float() * 0.5 + partner.float() * 0.5).frac().eq(0.5).any()  # ties occur
 
 
-def test_collate_mix_clamps_to_255(isa):
-    """Weights that sum past 1 (each is only checked to lie in [0, 1]) saturate at 255."""
-    samples = [torch.arange(256, dtype=torch.uint8).view(1, 16, 16), torch.full((1, 16, 16), 255, dtype=torch.uint8)]
-    perm, one = torch.tensor([1, 0]), torch.ones(2)
-    got = _op(samples, perm, one, one)
-    assert torch.equal(got, torch.full((2, 1, 16, 16), 255, dtype=torch.uint8))
-    assert torch.equal(got, collate_mix_reference(samples, perm, one, one, None, 2, perm, 2)[0])
+def test_collate_mix_keeps_255_at_every_lam(isa):
+    """White stays white: the weights, each rounded to float32, may sum past 1,
+    and the result saturates at 255 instead of wrapping."""
+    lam = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    white = torch.full((1, 1, 40), 255, dtype=torch.uint8)
+    samples = [white] * lam.numel()
+    perm = torch.arange(lam.numel()).flip(0)
+    got = _op(samples, perm, lam)
+    assert torch.equal(got, torch.full_like(got, 255))
+    assert torch.equal(got, collate_mix_reference(samples, perm, lam, None, lam.numel(), perm, lam.numel())[0])
 
 
 def test_opcheck_collate_mix():
-    samples, perm, ws, wp, boxes = _op_inputs(6, 3, 5, 7, 0, True)
+    samples, perm, lam, boxes = _op_inputs(6, 3, 5, 7, 0, True)
     target = torch.tensor([0, 3, 1, 3, 2, 0])
-    torch.library.opcheck(torch.ops.mixup_fused.collate_mix.default, (samples, perm, ws, wp, boxes, 4, target, 4, 0.1))
+    torch.library.opcheck(torch.ops.mixup_fused.collate_mix.default, (samples, perm, lam, boxes, 4, target, 4, 0.1))
 
 
 # ----------------------------------------------------------------------------
@@ -253,18 +260,18 @@ def test_collate_errors_name_the_argument():
 
 
 def test_collate_mix_op_errors_name_the_argument():
-    samples, perm, ws, wp, boxes = _op_inputs(4, 3, 5, 5, 0, True)
+    samples, perm, lam, boxes = _op_inputs(4, 3, 5, 5, 0, True)
     op = torch.ops.mixup_fused.collate_mix
     cases = [
-        (([], perm, ws, wp, None, 0), "samples must hold at least one sample"),
-        ((samples[:3] + [samples[0].float()], perm, ws, wp, None, 4), r"samples\[3\] must be uint8"),
-        ((samples[:3] + [samples[0][:, :4]], perm, ws, wp, None, 4), r"samples\[3\] has shape"),
-        ((samples, perm, ws, wp, None, 5), r"rows must be in \[0, B = 4\]"),
-        ((samples, torch.tensor([0, 0, 1, 2]), ws, wp, None, 4), "perm is not a permutation"),
-        ((samples, perm, ws + 2, wp, None, 4), r"w_self\[0\] = .* must be in \[0, 1\]"),
-        ((samples, perm, ws, wp[:3], None, 4), r"w_part must have shape \[B\] = \[4\]"),
-        ((samples, perm, ws, wp, boxes[:, :3], 4), r"boxes must have shape \[B, 2 \* spatial dims\] = \[4, 4\]"),
-        ((samples, perm, ws, wp, torch.tensor([[0, 9, 0, 1]] * 4), 4), r"boxes\[0\] = \(0, 9, 0, 1\) must satisfy"),
+        (([], perm, lam, None, 0), "samples must hold at least one sample"),
+        ((samples[:3] + [samples[0].float()], perm, lam, None, 4), r"samples\[3\] must be uint8"),
+        ((samples[:3] + [samples[0][:, :4]], perm, lam, None, 4), r"samples\[3\] has shape"),
+        ((samples, perm, lam, None, 5), r"rows must be in \[0, B = 4\]"),
+        ((samples, torch.tensor([0, 0, 1, 2]), lam, None, 4), "perm is not a permutation"),
+        ((samples, perm, lam + 2, None, 4), r"lam\[0\] = .* must be in \[0, 1\]"),
+        ((samples, perm, lam[:3], None, 4), r"lam must have shape \[B\] = \[4\]"),
+        ((samples, perm, lam, boxes[:, :3], 4), r"boxes must have shape \[B, 2 \* spatial dims\] = \[4, 4\]"),
+        ((samples, perm, lam, torch.tensor([[0, 9, 0, 1]] * 4), 4), r"boxes\[0\] = \(0, 9, 0, 1\) must satisfy"),
     ]
     ids = torch.tensor([0, 1, 2, 1])
     targets = [
@@ -275,7 +282,7 @@ def test_collate_mix_op_errors_name_the_argument():
         ((ids, 3, 1.5), r"label_smoothing must be in \[0, 1\]"),
     ]
     cases = [(args + (ids, 3, 0.0), match) for args, match in cases]
-    cases += [((samples, perm, ws, wp, None, 4) + t, match) for t, match in targets]
+    cases += [((samples, perm, lam, None, 4) + t, match) for t, match in targets]
     for args, match in cases:
         with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
             op(*args)

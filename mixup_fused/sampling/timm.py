@@ -48,25 +48,31 @@ def side_ratio(lam, spatial_dims: int):
     return (1 - lam) ** (1 / spatial_dims)
 
 
-def _cut_sides(sizes, lam) -> list:
-    """``int(size * side_ratio(lam, n))`` per dim; for an array of lam, arrays."""
-    ratio = side_ratio(lam, len(sizes))
-    if isinstance(ratio, np.ndarray):
-        return [(size * ratio).astype(np.int64) for size in sizes]  # truncation, as int()
-    return [int(size * ratio) for size in sizes]
+def _cut_sides(sizes, lam) -> np.ndarray:
+    """``int(size * side_ratio(lam, n))`` per dim, int64 ``[..., dims]`` (``lam``
+    a scalar or an array ``[n]``); the product in lam's float type, as in timm."""
+    ratio = np.asarray(side_ratio(lam, len(sizes)))
+    return (np.array(sizes, dtype=ratio.dtype) * ratio[..., None]).astype(np.int64)  # truncation, as int()
 
 
-def _box_around(sizes, cuts, centres) -> tuple:
-    """``(lo0, hi0, lo1, hi1, ...)``: per dim a cut around its centre, clipped to the image."""
-    box = []
-    for size, cut, c in zip(sizes, cuts, centres, strict=True):
-        box += (_clip(c - cut // 2, size), _clip(c + (cut + 1) // 2, size))
-    return tuple(box)
+def _box_around(sizes, cuts, centres) -> np.ndarray:
+    """Boxes ``[..., 2 * dims]`` (``lo0, hi0, lo1, hi1, ...``): per dim a cut around
+    its centre, clipped to ``[0, size]``; ``cuts`` and ``centres`` int64 ``[..., dims]``.
+    Every dim of every row in one numpy operation per step: a box costs less
+    than its draws."""
+    sizes = np.array(sizes, dtype=np.int64)
+    box = np.stack([centres - cuts // 2, centres + (cuts + 1) // 2], axis=-1)
+    return np.minimum(np.maximum(box, 0), sizes[:, None]).reshape(*box.shape[:-2], 2 * sizes.shape[0])
 
 
 def _box_lam(box, sizes):
-    """timm's corrected lam: ``1 - cut volume / total volume`` (float64)."""
-    volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(sizes)))
+    """timm's corrected lam: ``1 - cut volume / total volume`` (float64), per
+    row of a box array, or for one box tuple in the type of its ends (Python
+    ints from the minmax draws give a Python float, as in timm)."""
+    if isinstance(box, tuple):
+        volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(sizes)))
+    else:
+        volume = np.prod(box[..., 1::2] - box[..., 0::2], axis=-1)
     return 1.0 - volume / float(math.prod(sizes))
 
 
@@ -78,7 +84,8 @@ def rand_box_nd(spatial_shape, lam, margin: float = 0.0, count=None) -> tuple:
     cuts = _cut_sides(sizes, lam)
     margins = [int(margin * cut) for cut in cuts]
     centres = [np.random.randint(m, size - m, size=count) for size, m in zip(sizes, margins, strict=True)]
-    return _box_around(sizes, cuts, centres)
+    box = _box_around(sizes, cuts, np.stack(centres, axis=-1))
+    return tuple(box[..., k] for k in range(box.shape[-1]))
 
 
 def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
@@ -89,14 +96,6 @@ def rand_bbox(img_shape, lam, margin: float = 0.0, count=None):
     gives float32 arithmetic, a Python float (batch mode) float64.
     """
     return rand_box_nd(tuple(img_shape[-2:]), lam, margin, count)
-
-
-def _clip(v, hi):
-    """``np.clip(v, 0, hi)``, without np.clip's argument machinery (it costs more
-    than the draw of a box): in Python for a scalar (timm's per-sample call)."""
-    if isinstance(v, np.ndarray):
-        return np.minimum(np.maximum(v, 0), hi)
-    return np.int64(min(max(v, 0), hi))
 
 
 def rand_box_minmax_nd(spatial_shape, minmax, count=None) -> tuple:
@@ -157,9 +156,8 @@ def cutmix_boxes_per_row(spatial_shape, lam: np.ndarray, ratio_minmax=None, corr
         centres = np.random.randint(0, sizes[0], size=(n, dims))
     else:
         centres = np.array([[np.random.randint(0, size) for size in sizes] for _ in range(n)], dtype=np.int64)
-    box = _box_around(sizes, _cut_sides(sizes, lam), centres.reshape(n, dims).T)
-    boxes = np.stack(box, axis=1).astype(np.int64)
-    return boxes, (_box_lam(box, sizes) if correct_lam else lam.astype(np.float64))
+    boxes = _box_around(sizes, _cut_sides(sizes, lam), centres.reshape(n, dims))
+    return boxes, (_box_lam(boxes, sizes) if correct_lam else lam.astype(np.float64))
 
 
 need_hw = need_spatial  # the former name (2-D only then); now 1 to 3 spatial sizes
