@@ -9,6 +9,7 @@ normalised, mixed ``out_dtype`` batch is written once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -76,21 +77,42 @@ class PrefetchLoader:
             for x, t in self.loader:
                 yield self._finish(*self._to_device(x, t))
             return
-        stream = torch.cuda.Stream(device=self.device)
+        side = torch.cuda.Stream(device=self.device)
         pending = None
         for x, t in self.loader:
-            with torch.cuda.stream(stream):
-                nxt = self._to_device(x, t)
-                nxt = self._finish(*nxt)
+            # The copy and the mix of the next batch start only after the work
+            # already queued on the consumer's stream, which may still write
+            # tensors they read (the loader's or the mixer's own).
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                nxt = self._finish(*self._to_device(x, t))
             if pending is not None:
                 yield pending
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            for tensor in nxt:
-                if isinstance(tensor, torch.Tensor):
-                    tensor.record_stream(torch.cuda.current_stream(self.device))
+            main = torch.cuda.current_stream(self.device)
+            main.wait_stream(side)
+            # Made on the side stream, used on the consumer's: every tensor of
+            # the batch, at any depth, is recorded there before it is handed out.
+            record_stream(nxt, main)
             pending = nxt
         if pending is not None:
             yield pending
+
+
+def record_stream(obj, stream) -> None:
+    """``Tensor.record_stream(stream)`` for every tensor in ``obj``: tensors in
+    tuples, lists, dicts and dataclasses (such as the draws of
+    ``Mixup(..., return_params=True)``), at any depth."""
+    if isinstance(obj, torch.Tensor):
+        obj.record_stream(stream)
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            record_stream(item, stream)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            record_stream(item, stream)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            record_stream(getattr(obj, f.name), stream)
 
 
 def _default_device() -> torch.device:
