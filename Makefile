@@ -31,7 +31,7 @@ LIGHT_TRITON := triton==3.9.0
 LIGHT_ARGS ?= -m "not slow or light_env"
 HERE_ARGS ?=
 
-.PHONY: setup build test test-here test-light bench lint clean
+.PHONY: setup build test test-here test-light bench gpu-check lint clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -87,6 +87,13 @@ test-light:
 # which balances the two.
 test: lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-here test-light HERE_ARGS='-m "not light_env"'
+
+# The GPU proof on a CUDA machine (torch and triton installed there, any
+# Python): build + install, pytest -m gpu, the GPU benchmark, one summary
+# table (bench/results/<gpu>-gpu-check.md). Without CUDA: a dry run.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check $(ARGS)
 
 bench: build
 	$(VPY) -m bench $(ARGS)
