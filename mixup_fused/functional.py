@@ -196,12 +196,20 @@ def _targets_arg(target, num_classes, x):
 
 
 def mix_targets(
-    target: torch.Tensor, perm: torch.Tensor, lam, *, num_classes: int, label_smoothing: float = 0.0
+    target: torch.Tensor,
+    perm: torch.Tensor,
+    lam,
+    *,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    check: bool = True,
 ) -> torch.Tensor:
     """Only the targets: ``lam * s(t) + (1 - lam) * s(t[perm])``, float32 ``[B, K]``.
 
     Validated like :func:`mix` (a class id out of range, a perm that is not a
-    permutation or lam outside [0, 1] raise errors naming the argument)."""
+    permutation or lam outside [0, 1] raise errors naming the argument);
+    ``check=False`` skips the checks of values, as in :func:`mix` (on a GPU
+    they read the tensors back)."""
     check_tensor("target", target)
     check_tensor("perm", perm)
     _checks.check_num_classes(num_classes)
@@ -213,7 +221,7 @@ def mix_targets(
     x = torch.empty((B, 0), dtype=torch.float32, device=target.device)
     lam = _as_lam(lam, x, None)
     _checks.check_args(x, target, perm, lam, None, num_classes, label_smoothing)
-    if target.device.type != "meta":
+    if check and target.device.type != "meta":
         _checks.check_values(x, target, perm, lam, None, num_classes)
     return mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
 

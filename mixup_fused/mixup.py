@@ -77,6 +77,10 @@ class Mixup:
             torch's default generator of that device, and the op skips its
             value checks. Nothing is read back to the host, so the whole step
             can be captured in a CUDA graph or compiled without graph breaks.
+            Before a capture, make one call outside it (it compiles the
+            kernel and puts the pairing and mean/std on the device) and
+            register a generator of your own with the graph
+            (``graph.register_generator_state(generator)``).
         mean, std: per-channel normalisation ``(x - mean) / std`` applied in
             the same pass, in the units of ``x`` (0..255 for uint8 images,
             i.e. timm's ``IMAGENET_DEFAULT_MEAN`` times 255). Required for
@@ -243,12 +247,14 @@ class Mixup:
         params = params.to(x.device)
         normalize = self.mean is not None or x.dtype == torch.uint8
         maps = masks
+        # Our own draws are valid; on a GPU the value checks would cost a sync.
+        check = not x.is_cuda and self.sampler != "device"
         if params.mixes is False and not normalize:
             # Nothing to mix (prob < 1, or mixing disabled): leave x alone, as
             # timm does; the targets are checked like the op's.
             if masks is not None:
                 _checks.check_args(x, target, params.perm, params.lam, None, self.num_classes, eps, masks=masks)
-            y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps)
+            y = mix_targets(target, params.perm, 1.0, num_classes=self.num_classes, label_smoothing=eps, check=check)
             x_out = x
         else:
             # In place, except where the result is a new tensor: a normalised
@@ -271,8 +277,7 @@ class Mixup:
                 std=std,
                 out_dtype=self.out_dtype if normalize else None,
                 memory_format=self.memory_format if normalize else None,
-                # Our own draws are valid; on a GPU the value checks would cost a sync.
-                check=not x.is_cuda and self.sampler != "device",
+                check=check,
             )
             x_out, y = out[0], out[1]
             if masks is not None:

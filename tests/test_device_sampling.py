@@ -142,3 +142,39 @@ def test_cuda_graph_capture_and_replay_of_a_device_sampled_step():
         seen.append(lam.cpu())
     # The generator state advances between replays: fresh draws each time.
     assert not all(torch.equal(seen[0], s_) for s_ in seen[1:])
+
+
+def test_mix_targets_without_checks_reads_nothing_back(monkeypatch):
+    """``mix_targets(check=False)`` (what ``Mixup`` passes on a GPU when nothing
+    is mixed) reads no value back; with the checks on it does."""
+    t, perm = torch.tensor([0, 3, 1, 2]), torch.tensor([3, 2, 1, 0])
+    want = mf.mix_targets(t, perm, 1.0, num_classes=4, label_smoothing=0.1)
+    _forbid_host_reads(monkeypatch)
+    assert torch.equal(mf.mix_targets(t, perm, 1.0, num_classes=4, label_smoothing=0.1, check=False), want)
+    with pytest.raises(AssertionError, match="host read"):
+        mf.mix_targets(t, perm, 1.0, num_classes=4, label_smoothing=0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(mixup_alpha=1.0, cutmix_alpha=1.0, mode="elem", sampler="device"),
+        dict(mixup_alpha=1.0, cutmix_alpha=1.0, mode="batch", sampler="device", pairing="random"),
+        dict(mixup_alpha=1.0, prob=0.0),  # host draws, nothing mixed: only the targets are built
+    ],
+    ids=["device-elem", "device-batch", "host-unmixed"],
+)
+def test_a_step_does_not_synchronise_on_the_gpu(kwargs):
+    """``torch.cuda.set_sync_debug_mode("error")`` passes over a step after a warm-up call."""
+    m = mf.Mixup(num_classes=10, **kwargs)
+    x = torch.randn(8, 3, 16, 16, device="cuda")
+    t = torch.randint(0, 10, (8,), device="cuda")
+    m(x.clone(), t)  # warm-up: compiles, caches and uploads constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, y = m(x.clone(), t)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == x.shape and y.shape == (8, 10)
