@@ -85,8 +85,12 @@ test-light:
 # only, so that two of them never hold their memory at once; the mutation run
 # (slow, but small) is marked light_env and runs in the torch 2.13 one instead,
 # which balances the two.
+# Each leg runs torch on one thread (OMP_NUM_THREADS=1): two legs of two
+# spinning OpenMP threads each on two cores took twice as long. The tests of
+# threaded kernels set their thread counts themselves.
 test: lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-here test-light HERE_ARGS='-m "not light_env"'
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target test-here test-light \
+		HERE_ARGS='-m "not light_env"'
 
 # The GPU proof on a CUDA machine (torch and triton installed there, any
 # Python): build + install, pytest -m gpu, the GPU benchmark, one summary
