@@ -296,6 +296,7 @@ class Mixup:
         if self.mean is None:
             return None, None
         if self._norm_cache is None or self._norm_cache[0] != (device, self.mean, self.std):
+            sampling.refuse_in_capture(device, "mean/std")
             mean = torch.tensor(self.mean, dtype=torch.float32)
             std = torch.tensor(self.std, dtype=torch.float32)
             self._norm_cache = ((device, self.mean, self.std), sampling.to_device(mean, device),

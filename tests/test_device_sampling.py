@@ -178,3 +178,20 @@ def test_a_step_does_not_synchronise_on_the_gpu(kwargs):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == x.shape and y.shape == (8, 10)
+
+
+def test_first_calls_inside_a_capture_are_refused(monkeypatch):
+    """What a first call makes and keeps for a CUDA device (the flip pairing,
+    mean/std) is refused inside a graph capture, with the way out in the
+    message, before anything is allocated; on the CPU nothing changes."""
+    from mixup_fused.sampling import pairing
+
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    pairing._flip_pairing.cache_clear()
+    with pytest.raises(RuntimeError, match="outside the CUDA graph capture first"):
+        sampling.flip_pairing(8, "cuda")
+    m = mf.Mixup(num_classes=3, mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0))
+    with pytest.raises(RuntimeError, match=r"mean/std for cuda.* warm-up"):
+        m._norm_tensors(torch.device("cuda"))
+    assert sampling.flip_pairing(8).perm.tolist() == list(range(7, -1, -1))
+    assert m._norm_tensors(torch.device("cpu"))[0].tolist() == [1.0, 2.0, 3.0]

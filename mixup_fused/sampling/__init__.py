@@ -25,7 +25,15 @@ from __future__ import annotations
 import torch
 
 from .masks import classmix_masks, fmix_masks, mask_lam
-from .pairing import Pairing, flip_pairing, half_pairing, random_pairing, random_permutation, roll_permutation
+from .pairing import (
+    Pairing,
+    flip_pairing,
+    half_pairing,
+    random_pairing,
+    random_permutation,
+    refuse_in_capture,
+    roll_permutation,
+)
 from .params import (
     EMPTY_BOX,
     MODES,
@@ -97,6 +105,7 @@ __all__ = [
     "rand_boxes_minmax_nd",
     "rand_boxes_nd",
     "random_pairing",
+    "refuse_in_capture",
     "random_permutation",
     "roll_permutation",
     "sample_beta",

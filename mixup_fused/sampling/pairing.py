@@ -14,7 +14,28 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Pairing", "flip_pairing", "half_pairing", "random_pairing", "random_permutation", "roll_permutation"]
+__all__ = [
+    "Pairing",
+    "flip_pairing",
+    "half_pairing",
+    "random_pairing",
+    "random_permutation",
+    "refuse_in_capture",
+    "roll_permutation",
+]
+
+
+def refuse_in_capture(device, what: str) -> None:
+    """Raise where a CUDA graph is being captured on ``device``: ``what`` is
+    made and kept on a first call (a cache), and made inside a capture it
+    would live in the graph's private memory, or be copied from a host buffer
+    freed before the replays read it."""
+    if device is None or torch.device(device).type != "cuda" or not torch.cuda.is_current_stream_capturing():
+        return
+    raise RuntimeError(
+        f"mixup_fused: {what} for {device} is made on the first call and kept; make one call outside the "
+        "CUDA graph capture first (a warm-up, which also compiles the kernel), then capture"
+    )
 
 
 class Pairing(NamedTuple):
@@ -63,6 +84,7 @@ def flip_pairing(batch_size: int, device=None) -> Pairing:
 
 @functools.lru_cache(maxsize=32)
 def _flip_pairing(batch_size: int, device) -> Pairing:
+    refuse_in_capture(device, f"the flip pairing of a batch of {batch_size}")
     first = torch.arange(batch_size // 2, device=device)
     return Pairing(torch.arange(batch_size - 1, -1, -1, device=device), first, batch_size - 1 - first)
 
