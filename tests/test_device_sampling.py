@@ -195,3 +195,34 @@ def test_first_calls_inside_a_capture_are_refused(monkeypatch):
         m._norm_tensors(torch.device("cuda"))
     assert sampling.flip_pairing(8).perm.tolist() == list(range(7, -1, -1))
     assert m._norm_tensors(torch.device("cpu"))[0].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_draws_go_to_the_device_in_one_packed_copy(monkeypatch):
+    """``MixParams.to`` packs perm, the pairing, lam and boxes into one buffer
+    and copies it once; each comes back bit for bit with its dtype and shape
+    (lam float32 or float64, boxes of any rank or None)."""
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(t, *args, **kwargs):
+        copies.append(t.shape)
+        return real_to(t, *args, **kwargs)
+
+    for lam_dtype, boxes in (
+        (torch.float64, None),
+        (torch.float32, torch.tensor([[0, 3, 1, 2], [-1, -1, -1, -1]] * 3)),
+    ):
+        params = sampling.MixParams(sampling.random_pairing(6, generator=torch.Generator().manual_seed(1)),
+                                    torch.rand(6, dtype=lam_dtype), boxes)  # fmt: skip
+        monkeypatch.setattr(torch.Tensor, "to", counting_to)
+        copies.clear()
+        moved = params.to("meta")
+        monkeypatch.undo()
+        assert len(copies) == 1  # one buffer
+        for a, b in zip(
+            (*params.pairing, params.lam, params.boxes), (*moved.pairing, moved.lam, moved.boxes), strict=True
+        ):
+            assert (a is None and b is None) or (b.device.type == "meta" and b.dtype == a.dtype and b.shape == a.shape)
+        back = sampling.upload([*params.pairing, params.lam, params.boxes], "cpu")
+        for a, b in zip((*params.pairing, params.lam, params.boxes), back, strict=True):
+            assert (a is None and b is None) or (b.dtype == a.dtype and torch.equal(a, b))

@@ -46,6 +46,7 @@ from .params import (
     no_box,
     scatter_rows,
     to_device,
+    upload,
 )
 from .timm import (
     NumpySampler,
@@ -111,6 +112,7 @@ __all__ = [
     "sample_beta",
     "scatter_rows",
     "to_device",
+    "upload",
     "torchvision_cutmix_box",
     "torchvision_lam",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "scatter_rows",
     "spatial_sizes",
     "to_device",
+    "upload",
 ]
 
 EMPTY_BOX = (0, 0, 0, 0)
@@ -146,9 +147,35 @@ class MixParams:
         lam = self.lam if lam_dtype is None else self.lam.to(lam_dtype)
         pairing, boxes = self.pairing, self.boxes
         if lam.device != device:
-            lam, boxes = to_device(lam, device), to_device(boxes, device)
-            pairing = Pairing(*(to_device(t, device) for t in pairing))
+            perm, first, second, lam, boxes = upload([*pairing, lam, boxes], device)
+            pairing = Pairing(perm, first, second)
         return replace(self, pairing=pairing, lam=lam, boxes=boxes)
+
+
+def upload(tensors: list[torch.Tensor | None], device) -> list[torch.Tensor | None]:
+    """Host tensors to ``device`` in one copy: their bytes packed into one
+    buffer (pinned for CUDA, copied with ``non_blocking=True``, so nothing
+    waits), then viewed back with their dtypes and shapes. The draws of a
+    batch are five small tensors; five copies cost five launches of the
+    copy engine and five pinned buffers. None entries stay None."""
+    present = [t.contiguous() for t in tensors if t is not None]
+    if not present:
+        return list(tensors)
+    # Widest elements first: every view back then starts at a multiple of its element size.
+    order = sorted(range(len(present)), key=lambda k: -present[k].element_size())
+    buf = torch.cat([present[k].reshape(-1).view(torch.uint8) for k in order])
+    if torch.device(device).type == "cuda" and buf.device.type == "cpu":
+        buf = buf.pin_memory().to(device, non_blocking=True)
+    else:
+        buf = buf.to(device)
+    moved, offset = [None] * len(present), 0
+    for k in order:
+        t = present[k]
+        n = t.numel() * t.element_size()
+        moved[k] = buf[offset : offset + n].view(t.dtype).view(t.shape)
+        offset += n
+    it = iter(moved)
+    return [None if t is None else next(it) for t in tensors]
 
 
 def to_device(t: torch.Tensor | None, device) -> torch.Tensor | None:
