@@ -79,7 +79,8 @@ def _labels(batch, num_classes: int, multi_label: bool, checked: bool = False) -
                 f"got a batch of shape {list(target.shape)}"
             )
         return target
-    target = torch.tensor([s[1] for s in batch], dtype=torch.int64)
+    # As timm builds them (its torch.tensor call costs twice numpy's here).
+    target = torch.from_numpy(np.array([s[1] for s in batch], dtype=np.int64))
     if checked:
         _checks.check_class_ids(target, num_classes, name="the label of batch")
     return target
@@ -140,4 +141,5 @@ class FastCollateMixup(Mixup):
         smoothing = self.label_smoothing
         if self.multi_label:  # timm smooths multi-hot rows towards 0.5; the op then mixes them as given
             target, smoothing = target * (1.0 - smoothing) + 0.5 * smoothing, 0.0
-        return torch.ops.mixup_fused.collate_mix(images, perm, lam, boxes, rows, target, self.num_classes, smoothing)
+        op = torch.ops.mixup_fused.collate_mix.default
+        return op(images, perm, lam, boxes, rows, target, self.num_classes, smoothing)

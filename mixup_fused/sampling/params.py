@@ -219,7 +219,8 @@ def scatter_rows(mode: str, pair: Pairing, lam_n, use_cut_n, box_n, *, host_hint
     B = pair.perm.shape[0]
     if host:
         new = {}
-        perm, first, second = (t.numpy() for t in pair)
+        # The halves are read only where rows are given to pairs.
+        perm, first, second = (t.numpy() for t in (pair if mode in ("pair", "half") else pair[:1] * 3))
     else:
         new = {"device": pair.perm.device}
         perm, first, second = pair

@@ -61,7 +61,8 @@ def _box_around(sizes, cuts, centres) -> np.ndarray:
     Every dim of every row in one numpy operation per step: a box costs less
     than its draws."""
     sizes = np.array(sizes, dtype=np.int64)
-    box = np.stack([centres - cuts // 2, centres + (cuts + 1) // 2], axis=-1)
+    lo = centres - cuts // 2
+    box = np.stack([lo, lo + cuts], axis=-1)  # c + (cut + 1) // 2 == c - cut // 2 + cut
     return np.minimum(np.maximum(box, 0), sizes[:, None]).reshape(*box.shape[:-2], 2 * sizes.shape[0])
 
 
@@ -183,22 +184,22 @@ def _params_per_batch(cfg: MixupConfig):
 def _params_per_elem(cfg: MixupConfig, n: int):
     # timm's Mixup._params_per_elem, draw for draw.
     lam = np.ones(n, dtype=np.float32)
-    use_cutmix = np.zeros(n, dtype=bool)
-    if cfg.enabled:
-        if cfg.mixup_on and cfg.cutmix_on:
-            use_cutmix = np.random.rand(n) < cfg.switch_prob
-            lam_mix = np.where(
-                use_cutmix,
-                np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, size=n),
-                np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n),
-            )
-        elif cfg.mixup_on:
-            lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n)
-        else:
-            use_cutmix = np.ones(n, dtype=bool)
-            lam_mix = np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, size=n)
-        lam = np.where(np.random.rand(n) < cfg.prob, lam_mix.astype(np.float32), lam)
-    return lam, use_cutmix
+    if not cfg.enabled:
+        return lam, np.zeros(n, dtype=bool)
+    if cfg.mixup_on and cfg.cutmix_on:
+        use_cutmix = np.random.rand(n) < cfg.switch_prob
+        lam_mix = np.where(
+            use_cutmix,
+            np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, size=n),
+            np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n),
+        )
+    elif cfg.mixup_on:
+        use_cutmix = np.zeros(n, dtype=bool)
+        lam_mix = np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n)
+    else:
+        use_cutmix = np.ones(n, dtype=bool)
+        lam_mix = np.random.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, size=n)
+    return np.where(np.random.rand(n) < cfg.prob, lam_mix.astype(np.float32), lam), use_cutmix
 
 
 class NumpySampler:
