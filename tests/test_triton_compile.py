@@ -103,6 +103,29 @@ def test_kernel_config_compiles(index, arch):
     # the reference and the C++ kernel (the README's bit-for-bit claim).
     fused = sorted({m.group(0) for m in triton_aot.FLOAT_FMA.finditer(ptx)})
     assert not fused, f"floating-point FMA in the PTX: {fused}"
+    if cfg["INPLACE"]:
+        assert _exits_before_touching_the_image(ptx), "in place: a program with i > perm[i] runs the image path"
+
+
+def _exits_before_touching_the_image(ptx: str) -> bool:
+    """In place, program i of a pair with i > p = perm[i] has nothing to
+    write: p (the first 64-bit word loaded) is compared with a 64-bit
+    integer and that predicate branches away before the first image store."""
+    lines = ptx.splitlines()
+    p_reg = next((m.group(1) for ln in lines if (m := re.search(r"ld\.global\.[bsu]64\s+\{?\s*(%rd\d+)", ln))), None)
+    if p_reg is None:
+        return False
+    preds = set()
+    for ln in lines:
+        if re.search(r"\bst\.global\b", ln):
+            return False
+        m = re.search(r"setp\.\w+\.[bsu]64\s+(%p\d+),\s*(.*)$", ln)
+        if m and re.search(re.escape(p_reg) + r"(?!\d)", m.group(2)):
+            preds.add(m.group(1))
+        m = re.search(r"@!?(%p\d+)\s+bra\b", ln)
+        if m and m.group(1) in preds:
+            return True
+    return False
 
 
 def test_fma_check_sees_contraction():

@@ -235,42 +235,45 @@ def mix_images_targets_kernel(
         lam64_i = tl.load(lam_ptr + i)
         lam_i = lam64_i.to(acc_ty)
         if INPLACE:
-            # Pair (i, p) is handled by the program with the smaller index.
-            # (Row comparisons are made block-shaped: the interpreter cannot
-            # mask with a scalar comparison.)
-            i_blk = offs * 0 + i
-            mask = mask & (i_blk <= p)
-            other_row = i_blk != p
-            lam64_p = tl.load(lam_ptr + p)
-            lam_p = lam64_p.to(acc_ty)
-            rest_i = (1.0 - lam64_i).to(acc_ty)
-            rest_p = (1.0 - lam64_p).to(acc_ty)
-            # A row blended with its partner's weight exactly 0 keeps its
-            # values bit for bit, as timm skips lam == 1 (1 * a + 0 * b is not
-            # a when b is inf or NaN, or a is -0.0): it is not written.
-            one_i = (offs * 0 + rest_i) == 0.0
-            one_p = (offs * 0 + rest_p) == 0.0
-            if CUT != 0:
-                in_i, mix_i = _region(box_ptr, cut_ptr, i, s, mask, box_dims, S, H, W, CUT)
-                in_p, mix_p = _region(box_ptr, cut_ptr, p, s, mask, box_dims, S, H, W, CUT)
-                keep_i = mix_i & one_i
-                keep_p = mix_p & one_p
-                mask = mask & ~(keep_i & keep_p)
-                # Only what moves is read: cut pixels, or whole rows mixed with lam.
-                a = tl.load(xi_ptr + offs, mask=mask & (in_p | mix_i | mix_p), other=0).to(acc_ty)
-                b = tl.load(xp_ptr + offs, mask=mask & (in_i | mix_i | mix_p), other=0).to(acc_ty)
-                vi = tl.where(mix_i, lam_i * a + rest_i * b, b)
-                vp = tl.where(mix_p, lam_p * b + rest_p * a, a)
-                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & (in_i | mix_i) & ~keep_i)
-                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (in_p | mix_p) & other_row & ~keep_p)
-            else:
-                mask = mask & ~(one_i & one_p)
-                a = tl.load(xi_ptr + offs, mask=mask).to(acc_ty)
-                b = tl.load(xp_ptr + offs, mask=mask).to(acc_ty)
-                vi = lam_i * a + rest_i * b
-                vp = lam_p * b + rest_p * a
-                tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & ~one_i)
-                tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row & ~one_p)
+            # Pair (i, p) is handled by the program with the smaller index;
+            # the other one has no image work and ends here.
+            if i <= p:
+                # (Row comparisons are made block-shaped: the interpreter cannot
+                # mask with a scalar comparison.)
+                i_blk = offs * 0 + i
+                other_row = i_blk != p
+                lam64_p = tl.load(lam_ptr + p)
+                lam_p = lam64_p.to(acc_ty)
+                rest_i = (1.0 - lam64_i).to(acc_ty)
+                rest_p = (1.0 - lam64_p).to(acc_ty)
+                # A row blended with its partner's weight exactly 0 keeps its
+                # values bit for bit, as timm skips lam == 1 (1 * a + 0 * b is not
+                # a when b is inf or NaN, or a is -0.0): it is not written.
+                one_i = (offs * 0 + rest_i) == 0.0
+                one_p = (offs * 0 + rest_p) == 0.0
+                if CUT != 0:
+                    in_i, mix_i = _region(box_ptr, cut_ptr, i, s, mask, box_dims, S, H, W, CUT)
+                    in_p, mix_p = _region(box_ptr, cut_ptr, p, s, mask, box_dims, S, H, W, CUT)
+                    keep_i = mix_i & one_i
+                    keep_p = mix_p & one_p
+                    mask = mask & ~(keep_i & keep_p)
+                    # Only what moves is read: cut pixels, or whole rows mixed with lam.
+                    a = tl.load(xi_ptr + offs, mask=mask & (in_p | mix_i | mix_p), other=0).to(acc_ty)
+                    b = tl.load(xp_ptr + offs, mask=mask & (in_i | mix_i | mix_p), other=0).to(acc_ty)
+                    vi = tl.where(mix_i, lam_i * a + rest_i * b, b)
+                    vp = tl.where(mix_p, lam_p * b + rest_p * a, a)
+                    tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & (in_i | mix_i) & ~keep_i)
+                    tl.store(
+                        xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & (in_p | mix_p) & other_row & ~keep_p
+                    )
+                else:
+                    mask = mask & ~(one_i & one_p)
+                    a = tl.load(xi_ptr + offs, mask=mask).to(acc_ty)
+                    b = tl.load(xp_ptr + offs, mask=mask).to(acc_ty)
+                    vi = lam_i * a + rest_i * b
+                    vp = lam_p * b + rest_p * a
+                    tl.store(xi_ptr + offs, vi.to(x_ptr.dtype.element_ty), mask=mask & ~one_i)
+                    tl.store(xp_ptr + offs, vp.to(x_ptr.dtype.element_ty), mask=mask & other_row & ~one_p)
         else:
             out_row = out_ptr + i.to(tl.int64) * out_stride
             if BACKWARD:
