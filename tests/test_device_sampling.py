@@ -226,3 +226,16 @@ def test_draws_go_to_the_device_in_one_packed_copy(monkeypatch):
         back = sampling.upload([*params.pairing, params.lam, params.boxes], "cpu")
         for a, b in zip((*params.pairing, params.lam, params.boxes), back, strict=True):
             assert (a is None and b is None) or (b.dtype == a.dtype and torch.equal(a, b))
+
+
+def test_packed_copy_takes_any_strides_and_empty_tensors():
+    """A broadcast lam (stride 0), a reversed perm and an empty batch pack and come back exact."""
+    lam = torch.tensor([0.25], dtype=torch.float64).expand(4)
+    perm = torch.arange(4).flip(0)
+    empty_ids, empty_boxes = torch.empty(0, dtype=torch.int64), torch.empty(0, 4, dtype=torch.int64)
+    back = sampling.upload([perm, lam, None, empty_ids, empty_boxes], "cpu")
+    assert back[2] is None
+    for a, b in zip([perm, lam, empty_ids, empty_boxes], [back[0], back[1], back[3], back[4]], strict=True):
+        assert b.dtype == a.dtype and b.shape == a.shape and torch.equal(a, b)
+    moved = sampling.upload([perm, lam, empty_boxes], "meta")
+    assert [(t.device.type, t.shape) for t in moved] == [("meta", (4,)), ("meta", (4,)), ("meta", (0, 4))]

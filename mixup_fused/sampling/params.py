@@ -158,22 +158,25 @@ def upload(tensors: list[torch.Tensor | None], device) -> list[torch.Tensor | No
     waits), then viewed back with their dtypes and shapes. The draws of a
     batch are five small tensors; five copies cost five launches of the
     copy engine and five pinned buffers. None entries stay None."""
-    present = [t.contiguous() for t in tensors if t is not None]
+    present = [t for t in tensors if t is not None]
     if not present:
         return list(tensors)
-    # Widest elements first: every view back then starts at a multiple of its element size.
+    # Widest elements first: every view then starts at a multiple of its element size.
     order = sorted(range(len(present)), key=lambda k: -present[k].element_size())
-    buf = torch.cat([present[k].reshape(-1).view(torch.uint8) for k in order])
-    if torch.device(device).type == "cuda" and buf.device.type == "cpu":
-        buf = buf.pin_memory().to(device, non_blocking=True)
-    else:
-        buf = buf.to(device)
-    moved, offset = [None] * len(present), 0
-    for k in order:
-        t = present[k]
-        n = t.numel() * t.element_size()
-        moved[k] = buf[offset : offset + n].view(t.dtype).view(t.shape)
-        offset += n
+    sizes = [present[k].numel() * present[k].element_size() for k in order]
+    to_cuda = torch.device(device).type == "cuda" and present[0].device.type == "cpu"
+    host = torch.empty(sum(sizes), dtype=torch.uint8, device=present[0].device, pin_memory=to_cuda)
+
+    def views(buf):
+        out, offset = [None] * len(present), 0
+        for k, n in zip(order, sizes, strict=True):
+            out[k] = buf[offset : offset + n].view(present[k].dtype).view(present[k].shape)
+            offset += n
+        return out
+
+    for t, v in zip(present, views(host), strict=True):
+        v.copy_(t)  # any strides (a broadcast lam, an empty batch)
+    moved = views(host.to(device, non_blocking=to_cuda))
     it = iter(moved)
     return [None if t is None else next(it) for t in tensors]
 
