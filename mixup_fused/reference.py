@@ -269,6 +269,5 @@ def collate_mix_reference(
     if boxes is not None:
         cut = torch.where(box_mask(boxes, x.shape[2:]), x[perm], x)
         out = torch.where(mixup_rows(boxes).view(shape), out, cut)
-    s = smooth_targets(target, num_classes, label_smoothing)
-    y = s * w_self.view(-1, 1) + s[perm] * w_part.view(-1, 1)
+    y = mix_targets_reference(target, perm, lam, num_classes, label_smoothing)
     return out[:rows], y[:rows]

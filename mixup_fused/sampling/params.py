@@ -187,9 +187,7 @@ def to_device(t: torch.Tensor | None, device) -> torch.Tensor | None:
     memory would wait for the stream)."""
     if t is None or t.device == torch.device(device):
         return t
-    if torch.device(device).type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    return upload([t], device)[0]
 
 
 def draws_per_row(mode: str, batch_size: int) -> int:
@@ -222,8 +220,9 @@ def scatter_rows(mode: str, pair: Pairing, lam_n, use_cut_n, box_n, *, host_hint
     B = pair.perm.shape[0]
     if host:
         new = {}
+        perm = pair.perm.numpy()
         # The halves are read only where rows are given to pairs.
-        perm, first, second = (t.numpy() for t in (pair if mode in ("pair", "half") else pair[:1] * 3))
+        first, second = (pair.first.numpy(), pair.second.numpy()) if mode in ("pair", "half") else (None, None)
     else:
         new = {"device": pair.perm.device}
         perm, first, second = pair
