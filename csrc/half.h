@@ -78,6 +78,44 @@ MIXUP_INLINE uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
+// The same conversions on two bfloat16 packed in a 32-bit word (the even
+// element in the low half, the odd one in the high half), as the in-place
+// loops read them: widening either half is one shift or mask, and narrowing
+// leaves each result in its own half, so a vectorised loop over words needs
+// no lane shuffles (the widening loads and packing stores cost more than the
+// arithmetic otherwise). The bits are those of bf16_to_f32 / f32_to_bf16.
+MIXUP_INLINE float bf16_lo_to_f32(uint32_t w) { return from_bits(w << 16); }
+MIXUP_INLINE float bf16_hi_to_f32(uint32_t w) { return from_bits(w & 0xFFFF0000u); }
+// f32_to_bf16(f) << 16.
+MIXUP_INLINE uint32_t f32_to_bf16_hi(float f) {
+  const uint32_t u = to_bits(f);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  const uint32_t nan = (u | 0x00400000u) & 0xFFFF0000u;
+  return select(static_cast<int32_t>(u & 0x7FFFFFFFu) > 0x7F800000, nan, rounded);
+}
+MIXUP_INLINE uint32_t f32x2_to_bf16x2(float lo, float hi) { return (f32_to_bf16_hi(lo) >> 16) | f32_to_bf16_hi(hi); }
+
+#if defined(MIXUP_F16C)
+// fp16 <-> float, eight lanes, by F16C. Bitwise the conversions above (checked
+// over every half and every float): the hardware keeps a NaN's payload where
+// the software conversion makes it sign | 0x7E00, so NaN lanes are set so.
+MIXUP_INLINE __m256 f16x8_to_f32(const f16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+MIXUP_INLINE void f32x8_to_f16(f16* p, __m256 v) {
+  __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  if (__builtin_expect(!_mm256_testz_ps(nan, nan), 0)) {
+    const __m256i n = _mm256_castps_si256(nan);
+    const __m128i m = _mm_packs_epi32(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
+    const __m128i q = _mm_or_si128(_mm_and_si128(h, _mm_set1_epi16(static_cast<int16_t>(0x8000))),
+                                   _mm_set1_epi16(0x7E00));
+    h = _mm_blendv_epi8(h, q, m);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
+}
+#endif
+
 MIXUP_INLINE float widen(float v) { return v; }
 MIXUP_INLINE double widen(double v) { return v; }
 MIXUP_INLINE float widen(uint8_t v) { return static_cast<float>(v); }

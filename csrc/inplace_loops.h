@@ -6,9 +6,45 @@
 // pixels, or its own (left alone).
 constexpr int kMix = 0, kOther = 1, kOwn = 2;
 
+// 32-bit words of two 16-bit elements, at any even address (see f32x2_to_bf16x2).
+typedef uint32_t word2_t __attribute__((aligned(2), may_alias));
+
 template <int SI, int SP, typename scalar_t, typename acc_t>
 MIXUP_INLINE void pair_segment_as(scalar_t* __restrict xi, scalar_t* __restrict xp, int64_t j0, int64_t j1, acc_t wi,
                                   acc_t ri, acc_t wp, acc_t rp) {
+  if constexpr (IsSame<scalar_t, bf16>::value && IsSame<acc_t, float>::value) {
+    // Two elements per word, no lane shuffles (see f32x2_to_bf16x2).
+    word2_t* __restrict wi_ = reinterpret_cast<word2_t*>(xi + j0);
+    word2_t* __restrict wp_ = reinterpret_cast<word2_t*>(xp + j0);
+    const int64_t nw = (j1 - j0) / 2;
+    for (int64_t k = 0; k < nw; ++k) {
+      const uint32_t a = wi_[k];
+      const uint32_t b = wp_[k];
+      const float a0 = bf16_lo_to_f32(a), a1 = bf16_hi_to_f32(a);
+      const float b0 = bf16_lo_to_f32(b), b1 = bf16_hi_to_f32(b);
+      if (SI == kMix) wi_[k] = f32x2_to_bf16x2(wi * a0 + ri * b0, wi * a1 + ri * b1);
+      if (SI == kOther) wi_[k] = b;
+      if (SP == kMix) wp_[k] = f32x2_to_bf16x2(wp * b0 + rp * a0, wp * b1 + rp * a1);
+      if (SP == kOther) wp_[k] = a;
+    }
+    j0 += 2 * nw;
+  }
+#if defined(MIXUP_F16C)
+  if constexpr (IsSame<scalar_t, f16>::value && IsSame<acc_t, float>::value && (SI == kMix || SP == kMix)) {
+    // Eight lanes by F16C; a copied lane keeps its bits (NaN payloads too).
+    const __m256 vwi = _mm256_set1_ps(wi), vri = _mm256_set1_ps(ri);
+    const __m256 vwp = _mm256_set1_ps(wp), vrp = _mm256_set1_ps(rp);
+    for (; j0 + 8 <= j1; j0 += 8) {
+      const __m128i ra = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xi + j0));
+      const __m128i rb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + j0));
+      const __m256 a = _mm256_cvtph_ps(ra), b = _mm256_cvtph_ps(rb);
+      if (SI == kMix) f32x8_to_f16(xi + j0, _mm256_add_ps(_mm256_mul_ps(vwi, a), _mm256_mul_ps(vri, b)));
+      if (SI == kOther) _mm_storeu_si128(reinterpret_cast<__m128i*>(xi + j0), rb);
+      if (SP == kMix) f32x8_to_f16(xp + j0, _mm256_add_ps(_mm256_mul_ps(vwp, b), _mm256_mul_ps(vrp, a)));
+      if (SP == kOther) _mm_storeu_si128(reinterpret_cast<__m128i*>(xp + j0), ra);
+    }
+  }
+#endif
   for (int64_t j = j0; j < j1; ++j) {
     const scalar_t a = xi[j];
     const scalar_t b = xp[j];
@@ -75,13 +111,7 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
       for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
         prefetch_span<1>(xi, b0, kBlock, n);
         prefetch_span<1>(xp, b0, kBlock, n);
-        const int64_t b1 = min64(n, b0 + kBlock);
-        for (int64_t j = b0; j < b1; ++j) {
-          const acc_t a = ld<acc_t>(xi[j]);
-          const acc_t b = ld<acc_t>(xp[j]);
-          xi[j] = Narrow<scalar_t>::from(wi * a + ri * b);
-          xp[j] = Narrow<scalar_t>::from(wp * b + rp * a);
-        }
+        pair_segment_as<kMix, kMix, scalar_t, acc_t>(xi, xp, b0, min64(n, b0 + kBlock), wi, ri, wp, rp);
       }
     }
     return;

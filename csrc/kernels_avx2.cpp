@@ -2,6 +2,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx2,f16c,fma,popcnt")
 #define MIXUP_FAST_DIV 1
+#define MIXUP_F16C 1
 #define MIXUP_MASK_SELECT 1
 #define MIXUP_BLEND_U8_AVX2 1
 #define MIXUP_ISA isa_avx2

@@ -2,6 +2,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c,fma,popcnt")
 #define MIXUP_FAST_DIV 1
+#define MIXUP_F16C 1
 #define MIXUP_MASKED_STORES 1
 #define MIXUP_WIDE_VECTORS 1
 #define MIXUP_ISA isa_avx512

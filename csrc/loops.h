@@ -13,7 +13,7 @@
 
 #include "kernel_types.h"
 
-#if defined(MIXUP_BLEND_U8_AVX2)
+#if defined(MIXUP_BLEND_U8_AVX2) || defined(MIXUP_F16C)
 #include <immintrin.h>
 #endif
 
@@ -46,6 +46,14 @@ struct IsU8 {
 };
 template <>
 struct IsU8<uint8_t> {
+  static constexpr bool value = true;
+};
+template <typename A, typename B>
+struct IsSame {
+  static constexpr bool value = false;
+};
+template <typename A>
+struct IsSame<A, A> {
   static constexpr bool value = true;
 };
 
