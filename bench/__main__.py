@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--workloads",
         default="",
-        help="comma-separated workloads (mixup, elem, cutmix, uint8, backward, collate, seg, classmix, audio, video)",
+        help="comma-separated workloads (mixup, elem, cutmix, uint8, backward, collate, seg, classmix, audio, video, "
+        "matrix: Mixup in place in every mode x branch x dtype)",
     )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from . import env, report, suite
+    from . import env, matrix, report, suite
     from . import providers as prov
     from .cases import WORKLOADS, build_cases
     from .targets import evaluate_targets
@@ -76,9 +77,15 @@ def main(argv=None) -> int:
     only = {s for s in args.only.split(",") if s} or None
     skip = {s for s in args.skip.split(",") if s} or None
     cases = build_cases(device, args.quick)
-    if args.workloads:
-        wanted = set(args.workloads.split(","))
+    wanted = set(args.workloads.split(",")) if args.workloads else None
+    if wanted is not None:
         cases = [c for c in cases if c.workload in wanted]
+    run_matrix = (wanted is None or "matrix" in wanted) and only is None
+    matrix_budget = (
+        Budget(warmup=1, min_reps=3, max_reps=5, seconds=0.2)
+        if args.quick
+        else Budget(warmup=2, min_reps=9, max_reps=25, seconds=3.0)
+    )
 
     meta = env.describe(device)
     thp_on = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
@@ -104,6 +111,10 @@ def main(argv=None) -> int:
     rows = suite.run(
         device, timer, budget, quick=args.quick, only=only, skip=skip, cases=cases, show_progress=not args.no_progress
     )
+    matrix_rows = []
+    if run_matrix:
+        show = None if args.no_progress else (lambda what: print(what, file=sys.stderr, flush=True))
+        matrix_rows = matrix.run(device, timer, matrix_budget, args.quick, progress=show)
     elapsed = time.perf_counter() - t0
     other_cpu = contention.other_fraction()
     meta["other_processes_cpu_fraction"] = None if other_cpu is None else round(other_cpu, 3)
@@ -115,7 +126,22 @@ def main(argv=None) -> int:
     print(tables)
     print("### Targets, from this run")
     print(report.targets_text(targets))
+    matrix_md = ""
+    if matrix_rows:
+        matrix_md = "### " + matrix.__doc__.split("\n\n")[0].replace("\n", " ") + "\n\n" + matrix.markdown(matrix_rows)
+        print()
+        print(matrix_md)
     failed = [r for r in rows if r.get("status") in ("failed", "error")]
+    failed += [
+        {
+            "case": f"matrix {r['mode']}/{r['branch']} {r['dtype']}",
+            "label": "mixup_fused.Mixup",
+            "provider": "ours",
+            "reason": r.get("reason"),
+        }
+        for r in matrix_rows
+        if r.get("status") == "failed"
+    ]
     if failed:
         print("\n### Providers that failed verification or crashed (not timed)")
         for r in failed:
@@ -151,6 +177,7 @@ def main(argv=None) -> int:
         "elapsed_s": round(elapsed, 1),
         "rows": rows,
         "targets": targets,
+        "matrix": {"bound": matrix.BOUND, "cutmix_bound": matrix.CUTMIX_BOUND, "rows": matrix_rows},
     }
     report.write_json(base + ".json", payload)
     with open(base + ".md", "w") as f:
@@ -158,14 +185,20 @@ def main(argv=None) -> int:
         f.write(f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['git_commit']}, {meta['timestamp']}; ")
         f.write(f"{timer.describe()}; THP_MEM_ALLOC_ENABLE={'1' if thp_on else 'unset'}\n\n")
         f.write(tables + "\n### Targets\n\n" + report.targets_text(targets) + "\n")
+        if matrix_md:
+            f.write("\n" + matrix_md)
     written = [base + ".json", base + ".md"]
     if not args.no_plot:
         title = (
             f"mixup_fused benchmark on {meta['machine']}, torch {meta['torch']}, commit "
             f"{(meta['git_commit'] or '')[:10]}; THP {'on' if thp_on else 'off'}"
         )
-        report.plot(rows, base + ".png", title)
-        written.append(base + ".png")
+        if rows:
+            report.plot(rows, base + ".png", title)
+            written.append(base + ".png")
+        if matrix_rows:
+            matrix.plot(matrix_rows, base + "-matrix.png", title)
+            written.append(base + "-matrix.png")
     if other_cpu is not None:
         note = "  WARNING: timings are noisy, rerun on an idle machine" if other_cpu > 0.1 else ""
         print(f"\nother processes used {100 * other_cpu:.0f}% of the CPU during the run.{note}")

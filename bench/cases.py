@@ -38,6 +38,7 @@ WORKLOADS = {
     "classmix": "ClassMix cut mask (drawn once, not timed) on images + int64 label maps in place, no class targets",
     "audio": "CutMix in 1-D (Mixup(mixup_alpha=0, cutmix_alpha=1)), 1000 classes, label smoothing 0.1",
     "video": "CutMix in 3-D (Mixup(mixup_alpha=0, cutmix_alpha=1)), 1000 classes, label smoothing 0.1",
+    "matrix": "Mixup in place, every mode x branch (mixup, CutMix, switch) x dtype, against x.mul_ (bench/matrix.py)",
 }
 
 # Workloads with integer label maps [B, *spatial] (segmentation) and no class targets.

@@ -118,3 +118,25 @@ def test_every_target_names_a_case_and_providers_of_the_full_run():
             assert t.case in cases, (device, t.name, t.case)
             keys = {p.key for p in prov.providers_for(cases[t.case], quick=False)}
             assert {t.ours, *t.against} <= keys, (device, t.name, keys)
+
+
+@pytest.mark.slow
+def test_quick_mode_writes_the_matrix(quick_run):
+    """The headline matrix: every mode x branch of ``Mixup`` in place, checked
+    against the reference, timed against the in-place roofline, drawn as a heat map."""
+    stdout, data, _, base = quick_run
+    from bench import matrix
+
+    rows = data["matrix"]["rows"]
+    groups = {(tuple(r["shape"]), r["dtype"]) for r in rows}
+    assert len(groups) == len(matrix.cells(quick=True))
+    assert len(rows) == len(groups) * len(matrix.MODES) * len(matrix.BRANCHES)
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert "max_abs_err_x" in r["check"] and "max_abs_err_y" in r["check"], r
+        assert r["x_roofline"] > 0 and r["roofline_ms"] > 0, r
+        assert r["verdict"] == ("PASS" if r["x_roofline"] <= matrix.bound(r["branch"]) else "FAIL"), r
+    assert "#### Mixup in place, 64x3x224x224" in stdout
+    assert "#### Mixup in place" in Path(str(base) + ".md").read_text()
+    png = Path(str(base) + "-matrix.png")
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
