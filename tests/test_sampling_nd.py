@@ -378,3 +378,51 @@ def test_boxes_per_row_are_the_per_sample_calls(shape, minmax, correct_lam):
     np.testing.assert_array_equal(boxes, np.array([[int(b) for b in box] for box, _ in loop]))
     assert boxes.dtype == np.int64 and boxes.shape == (37, 2 * len(shape))
     np.testing.assert_array_equal(lam_rows, np.array([float(v) for _, v in loop]))
+
+
+def _batch_rows_per_row_path(cfg, B, shape, pairing):
+    """Batch mode through the per-row path (``cutmix_boxes_per_row`` and
+    ``scatter_rows``), which the sampler's batch mode shortens."""
+    from mixup_fused.sampling.timm import _params_per_batch, cutmix_boxes_per_row
+
+    lam_b, use_cut_b = _params_per_batch(cfg)
+    lam_n = np.array([lam_b], dtype=np.float64)
+    use_cut_n = np.array([use_cut_b and lam_b != 1.0])
+    box_n = None
+    if use_cut_n[0]:
+        box_n = np.zeros((1, 2 * len(shape)), dtype=np.int64)
+        box_n[:], lam_n[:] = cutmix_boxes_per_row(shape, lam_n, cfg.cutmix_minmax, cfg.correct_lam)
+    pair = NumpySampler._pairing("batch", B, pairing)
+    return sampling.scatter_rows("batch", pair, lam_n, use_cut_n, box_n, host_hints=True)
+
+
+@pytest.mark.parametrize("pairing", ["flip", "random"])
+@pytest.mark.parametrize("B", [1, 2, 7, 64])
+@pytest.mark.parametrize("shape", [(37,), (224, 224), (12, 20), (5, 7, 11), (16, 16, 16)])
+def test_batch_mode_rows_equal_the_per_row_path(shape, B, pairing):
+    """The sampler's batch mode (one box in Python scalars, the rows filled
+    directly) gives what the general per-row path gives for the same numpy
+    seed: lam, boxes, pairing, the ``mixes`` hint, and the same draws consumed."""
+    configs = [
+        MixupConfig(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.8, switch_prob=0.5),
+        MixupConfig(mixup_alpha=0.0, cutmix_alpha=1.0),
+        MixupConfig(mixup_alpha=0.0, cutmix_alpha=1.0, correct_lam=False),
+        MixupConfig(mixup_alpha=0.0, cutmix_alpha=1.0, cutmix_minmax=(0.2, 0.8)),
+        MixupConfig(mixup_alpha=0.0, cutmix_alpha=0.05),  # lam near 1: empty boxes
+    ]
+    for k, cfg in enumerate(configs):
+        for seed in range(12):
+            np.random.seed(100 * k + seed)
+            got = NumpySampler().sample(cfg, "batch", B, shape, pairing)
+            after_got = np.random.rand()
+            np.random.seed(100 * k + seed)
+            want = _batch_rows_per_row_path(cfg, B, shape, pairing)
+            after_want = np.random.rand()
+            assert after_got == after_want, "a different number of draws"
+            assert torch.equal(got.perm, want.perm)
+            assert got.lam.dtype == want.lam.dtype == torch.float64
+            assert torch.equal(got.lam, want.lam), (cfg, seed)
+            assert (got.boxes is None) == (want.boxes is None)
+            if got.boxes is not None:
+                assert got.boxes.dtype == torch.int64 and torch.equal(got.boxes, want.boxes), (cfg, seed)
+            assert got.mixes == want.mixes

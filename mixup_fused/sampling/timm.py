@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from .pairing import Pairing, flip_pairing, half_pairing, random_pairing
 from .params import MixParams, MixupConfig, draws_per_row, need_spatial, scatter_rows, spatial_sizes
@@ -161,6 +162,48 @@ def cutmix_boxes_per_row(spatial_shape, lam: np.ndarray, ratio_minmax=None, corr
     return boxes, (_box_lam(boxes, sizes) if correct_lam else lam.astype(np.float64))
 
 
+def _one_box(sizes, lam: float, ratio_minmax, correct_lam: bool) -> tuple[tuple[int, ...], float]:
+    """:func:`cutmix_boxes_per_row` for one lam (batch mode), in Python scalars:
+    the same draws, the same arithmetic (lam as float64), without the array
+    operations that only pay off over many rows. Returns ``(box, lam)``."""
+    if ratio_minmax is not None:
+        box, lam_c = cutmix_box_and_lam_nd(sizes, lam, ratio_minmax, correct_lam)
+        return tuple(int(v) for v in box), float(lam_c)
+    ratio = side_ratio(np.float64(lam), len(sizes))
+    if len(set(sizes)) == 1:
+        centres = np.random.randint(0, sizes[0], size=len(sizes)).tolist()
+    else:
+        centres = [int(np.random.randint(0, size)) for size in sizes]
+    box = []
+    for size, c in zip(sizes, centres, strict=True):
+        cut = int(size * ratio)
+        lo = c - cut // 2
+        box += [min(max(lo, 0), size), min(max(lo + cut, 0), size)]
+    if correct_lam:
+        lam = _box_lam(tuple(box), sizes)
+    return tuple(box), float(lam)
+
+
+def batch_rows(pair: Pairing, lam: float, box: tuple[int, ...] | None) -> MixParams:
+    """:func:`scatter_rows` for mode ``'batch'`` on host draws: every paired
+    sample gets ``lam`` (and ``box``, which cuts: it is not ``NO_BOX``); a
+    sample paired with itself (odd B) keeps lam = 1 and an empty box."""
+    B = pair.perm.shape[0]
+    lam_b = np.full(B, lam, dtype=np.float64)
+    boxes = None
+    if box is not None:
+        boxes = np.empty((B, len(box)), dtype=np.int64)
+        boxes[:] = box
+    if 2 * pair.first.shape[0] < B:  # one sample without a partner
+        alone = np.flatnonzero(pair.perm.numpy() == np.arange(B))
+        lam_b[alone] = 1.0
+        if boxes is not None:
+            boxes[alone] = 0
+    cuts = box is not None and all(box[2 * d + 1] > box[2 * d] for d in range(len(box) // 2))
+    mixes = B > 1 and (lam != 1.0 or cuts)
+    return MixParams(pair, torch.from_numpy(lam_b), None if boxes is None else torch.from_numpy(boxes), mixes)
+
+
 need_hw = need_spatial  # the former name (2-D only then); now 1 to 3 spatial sizes
 
 
@@ -216,8 +259,10 @@ class NumpySampler:
         cfg.check()
         if mode == "batch":
             lam_b, use_cut_b = _params_per_batch(cfg)
-            lam_n = np.array([lam_b], dtype=np.float64)
-            use_cut_n = np.array([use_cut_b and lam_b != 1.0])  # timm returns before the box when lam == 1
+            box = None
+            if use_cut_b and lam_b != 1.0:  # timm returns before the box when lam == 1
+                box, lam_b = _one_box(need_spatial(img_size), lam_b, cfg.cutmix_minmax, cfg.correct_lam)
+            return batch_rows(self._pairing(mode, batch_size, pairing), lam_b, box)
         else:
             # lam stays float32, as in timm's arrays: it sets the box arithmetic and the rounding.
             lam_n, use_cut_n = _params_per_elem(cfg, draws_per_row(mode, batch_size))
