@@ -28,8 +28,8 @@ import dataclasses
 
 import torch
 
-from . import _checks, sampling
-from .functional import channel_stats, mix, mix_targets
+from . import _backend, _checks, sampling
+from .functional import _as_lam, channel_stats, mix, mix_targets
 
 __all__ = ["Mixup"]
 
@@ -261,6 +261,17 @@ class Mixup:
             # (uint8) batch changes dtype, and x that requires grad (Manifold
             # Mixup) keeps its gradient.
             inplace = not normalize and not x.requires_grad
+            if inplace and masks is None:
+                # The common step: straight to the registered op, which checks
+                # every argument itself (our draws are valid: lam is float64
+                # [B], boxes int64 [B, 2n]), without mix()'s generic argument
+                # handling, a host cost that is paid on every training step.
+                backend = _backend.resolve_backend(self.backend, x)
+                if backend == "cpp" or (backend == "triton" and x.is_cuda):
+                    lam = params.lam if params.lam.dtype == torch.float64 else _as_lam(params.lam, x, None)
+                    y = _backend.run_mix_(backend, x, target, params.perm, lam, params.boxes, None, None,
+                                          self.num_classes, eps, check)  # fmt: skip
+                    return self._result(x, (x, y), params)
             mean, std = self._norm_tensors(x.device)
             out = mix(
                 x,
@@ -283,7 +294,9 @@ class Mixup:
             if masks is not None:
                 # The maps are mixed in place, except beside a batch that is not (x requires grad, or normalised).
                 maps = out[2]
-        result = (x_out, y) if masks is None else (x_out, y, maps)
+        return self._result(x, (x_out, y) if masks is None else (x_out, y, maps), params)
+
+    def _result(self, x, result: tuple, params: sampling.MixParams):
         if self.mode == "half":
             n = x.shape[0] - x.shape[0] // 2
             result = tuple(t[:n] for t in result)
