@@ -33,11 +33,11 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         backend = os.environ.get("MIXUP_FUSED_BACKEND") or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"mixup_fused: MIXUP_FUSED_BACKEND must be one of {BACKENDS}, got {backend!r}")
-    device = x.device
-    if backend in ("auto", "reference") and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"mixup_fused: x is on {device}; supported devices are cpu and cuda")
+    # (is_cuda / is_cpu: cheaper than building x.device on every call.)
+    if backend in ("auto", "reference") and not (x.is_cpu or x.is_cuda):
+        raise ValueError(f"mixup_fused: x is on {x.device}; supported devices are cpu and cuda")
     if backend == "auto":
-        if device.type == "cuda":
+        if x.is_cuda:
             return "triton"
         if HAS_CPP:
             return "cpp"
@@ -53,15 +53,15 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     if backend == "cpp":
         if not HAS_CPP:
             raise RuntimeError(f"mixup_fused: backend='cpp' needs the C++ extension: {CPP_IMPORT_ERROR}")
-        if device.type != "cpu":
-            raise ValueError(f"mixup_fused: backend='cpp' runs on CPU tensors, but x is on {device}")
-    if backend == "triton" and device.type != "cuda":
+        if not x.is_cpu:
+            raise ValueError(f"mixup_fused: backend='cpp' runs on CPU tensors, but x is on {x.device}")
+    if backend == "triton" and not x.is_cuda:
         from .triton import interpreter_active
 
-        if not (device.type == "cpu" and interpreter_active()):
+        if not (x.is_cpu and interpreter_active()):
             raise ValueError(
                 f"mixup_fused: backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 "
-                f"set before import), but x is on {device}"
+                f"set before import), but x is on {x.device}"
             )
     return backend
 

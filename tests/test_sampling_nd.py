@@ -426,3 +426,43 @@ def test_batch_mode_rows_equal_the_per_row_path(shape, B, pairing):
             if got.boxes is not None:
                 assert got.boxes.dtype == torch.int64 and torch.equal(got.boxes, want.boxes), (cfg, seed)
             assert got.mixes == want.mixes
+
+
+@pytest.mark.parametrize("pairing", ["flip", "random"])
+@pytest.mark.parametrize("B", [1, 2, 7, 16])
+@pytest.mark.parametrize("mode", sampling.MODES)
+def test_scatter_rows_host_equals_torch(mode, B, pairing):
+    """``scatter_rows`` on numpy draws (the host path, which skips the masks
+    where every sample has a partner) and on the same draws as tensors (the
+    device path) give the same rows."""
+    rng = np.random.default_rng(B)
+    n = sampling.draws_per_row(mode, B)
+    if pairing == "flip":
+        pair = sampling.flip_pairing(B) if mode != "half" else sampling.half_pairing(B)
+    else:
+        pair = sampling.half_pairing(B, shuffle=True) if mode == "half" else sampling.random_pairing(B)
+    for trial in range(20):
+        lam_n = np.where(rng.random(n) < 0.3, 1.0, rng.random(n))
+        use_cut_n = (rng.random(n) < 0.5) & (lam_n != 1.0)
+        box_n = None
+        if trial % 3:
+            box_n = rng.integers(0, 9, (n, 4))
+            box_n[:, 1::2] += box_n[:, 0::2]
+        host = sampling.scatter_rows(mode, pair, lam_n, use_cut_n, box_n, host_hints=True)
+        dev = sampling.scatter_rows(
+            mode,
+            pair,
+            torch.from_numpy(lam_n),
+            torch.from_numpy(use_cut_n),
+            None if box_n is None else torch.from_numpy(box_n),
+        )
+        assert torch.equal(host.lam, dev.lam), (mode, B, trial)
+        if host.boxes is None:
+            assert box_n is None or not use_cut_n.any()
+        else:
+            assert torch.equal(host.boxes, dev.boxes), (mode, B, trial)
+        mixed = bool((dev.lam != 1).any())
+        if dev.boxes is not None:
+            cut = (dev.boxes != -1).any(1) & (dev.boxes[:, 1::2] > dev.boxes[:, 0::2]).all(1)
+            mixed = mixed or bool(cut.any())
+        assert host.mixes == mixed

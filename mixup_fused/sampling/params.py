@@ -218,22 +218,28 @@ def scatter_rows(mode: str, pair: Pairing, lam_n, use_cut_n, box_n, *, host_hint
     host = isinstance(lam_n, np.ndarray)
     xp = np if host else torch
     B = pair.perm.shape[0]
+    per_sample = mode in ("batch", "elem")
     if host:
         new = {}
-        perm = pair.perm.numpy()
+        perm = pair.perm
         # The halves are read only where rows are given to pairs.
-        first, second = (pair.first.numpy(), pair.second.numpy()) if mode in ("pair", "half") else (None, None)
+        first, second = (pair.first.numpy(), pair.second.numpy()) if not per_sample else (None, None)
     else:
         new = {"device": pair.perm.device}
         perm, first, second = pair
         lam_n, use_cut_n = lam_n.to(perm.device), use_cut_n.to(perm.device)
         box_n = None if box_n is None else box_n.to(perm.device)
     keep = None
-    if mode in ("batch", "elem"):
+    if per_sample:
         # One row per sample, or the one row broadcast; a sample paired with
-        # itself (odd B) keeps lam = 1 and its own pixels.
-        keep = perm != xp.arange(B, **new)
-        lam = xp.where(keep, lam_n, 1.0)
+        # itself (odd B) keeps lam = 1 and its own pixels. (Host draws where
+        # every sample has a partner need no mask: fewer numpy calls, which
+        # cost more than their work on rows this short.)
+        if host and 2 * pair.first.shape[0] == B:
+            lam = lam_n.copy() if lam_n.shape[0] == B else np.full(B, lam_n[0], dtype=lam_n.dtype)
+        else:
+            keep = (perm.numpy() if host else perm) != xp.arange(B, **new)
+            lam = xp.where(keep, lam_n, 1.0)
     else:
         lam = xp.ones(B, dtype=lam_n.dtype, **new)
         lam[first] = lam_n
@@ -245,6 +251,8 @@ def scatter_rows(mode: str, pair: Pairing, lam_n, use_cut_n, box_n, *, host_hint
         box_n = xp.where(use_cut_n[:, None], box_n, xp.where((lam_n != 1.0)[:, None], -1, 0))
         if keep is not None:
             boxes = xp.where(keep[:, None], box_n, 0)
+        elif per_sample:
+            boxes = box_n if box_n.shape[0] == B else np.repeat(box_n, B, axis=0)
         else:
             boxes = xp.zeros((B, box_n.shape[1]), dtype=xp.int64, **new)
             boxes[first] = box_n

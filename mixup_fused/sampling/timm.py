@@ -266,10 +266,11 @@ class NumpySampler:
         else:
             # lam stays float32, as in timm's arrays: it sets the box arithmetic and the rounding.
             lam_n, use_cut_n = _params_per_elem(cfg, draws_per_row(mode, batch_size))
-            use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
-        rows = np.flatnonzero(use_cut_n)
+            if cfg.cutmix_on:
+                use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
+        rows = np.flatnonzero(use_cut_n) if cfg.cutmix_on else ()
         box_n = None
-        if rows.size:
+        if len(rows):
             sizes = need_spatial(img_size)
             box_n = np.zeros((lam_n.shape[0], 2 * len(sizes)), dtype=np.int64)
             box_n[rows], lam_n[rows] = cutmix_boxes_per_row(sizes, lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam)
