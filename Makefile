@@ -31,7 +31,7 @@ LIGHT_TRITON := triton==3.9.0
 LIGHT_ARGS ?= -m "not slow or light_env"
 HERE_ARGS ?=
 
-.PHONY: setup build test test-here test-light bench gpu-check lint clean
+.PHONY: setup build test test-here test-light test-asan bench gpu-check lint clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -69,13 +69,16 @@ test-here: build
 # The suite on torch 2.13.0 without the peers, in a copy of the tree: the
 # files git tracks or does not ignore, with their timestamps, so that the
 # copy's build (its build/ and the .so, kept between calls) is incremental.
-test-light:
-	@mkdir -p $(LIGHT_TREE)/mixup_fused
-	@find $(LIGHT_TREE) -mindepth 1 -maxdepth 1 ! -name build ! -name mixup_fused ! -name '*.egg-info' \
-		-exec rm -rf {} +
-	@find $(LIGHT_TREE)/mixup_fused -mindepth 1 -maxdepth 1 ! -name '_C*.so' -exec rm -rf {} +
+define copy_tree
+	@mkdir -p $(1)/mixup_fused
+	@find $(1) -mindepth 1 -maxdepth 1 ! -name build ! -name mixup_fused ! -name '*.egg-info' -exec rm -rf {} +
+	@find $(1)/mixup_fused -mindepth 1 -maxdepth 1 ! -name '_C*.so' -exec rm -rf {} +
 	@git ls-files -z --cached --others --exclude-standard | xargs -0 tar cf - --ignore-failed-read 2>/dev/null \
-		| tar xf - -C $(LIGHT_TREE)
+		| tar xf - -C $(1)
+endef
+
+test-light:
+	$(call copy_tree,$(LIGHT_TREE))
 	$(MAKE) --no-print-directory -C $(LIGHT_TREE) test-here VENV=$(LIGHT_VENV) TORCH_SPEC="$(LIGHT_TORCH)" \
 		TRITON_SPEC="$(LIGHT_TRITON)" PEERS=light HERE_ARGS= ARGS='$(LIGHT_ARGS) $(ARGS)'
 
@@ -91,6 +94,26 @@ test-light:
 test: lint
 	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target test-here test-light \
 		HERE_ARGS='-m "not light_env"'
+
+# The C++ kernels under AddressSanitizer and UndefinedBehaviorSanitizer: a
+# copy of the tree in build/asan (as for test-light; its build/ is kept, so a
+# second call rebuilds nothing), built with MIXUP_FUSED_SANITIZE=1, and the
+# tests of the C++ backend (fuzz and past-2**31 tests included) run with the
+# sanitizer runtime preloaded, since Python is not built with it (libstdc++
+# too, so that the runtime finds the C++ exception functions). Leak checks are
+# off: the interpreter keeps its allocations. Any error found stops the run.
+ASAN_TREE := build/asan
+ASAN_TESTS ?= tests/test_cpp_half_lanes.py tests/test_cpp_regions.py tests/test_collate.py tests/test_mix.py \
+	tests/test_backward.py tests/test_uint8.py tests/test_fuzz.py tests/test_targets_exact.py tests/test_errors.py \
+	tests/test_properties.py tests/test_mixup.py tests/test_regions.py \
+	tests/test_large.py::test_cpp_past_2_31_elements
+test-asan: setup
+	$(call copy_tree,$(ASAN_TREE))
+	cd $(ASAN_TREE) && MIXUP_FUSED_SANITIZE=1 $(CURDIR)/$(VPY) setup.py -q build_ext --inplace
+	cd $(ASAN_TREE) && LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
+		ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		PYTHONPATH=$(CURDIR)/$(ASAN_TREE) $(CURDIR)/$(VPY) -m pytest -q -p no:cacheprovider -k "not triton" \
+		$(ASAN_TESTS) $(ARGS)
 
 # The GPU proof on a CUDA machine (torch and triton installed there, any
 # Python): build + install, pytest -m gpu, the GPU benchmark, one summary

@@ -12,14 +12,20 @@ from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 debug = os.environ.get("DEBUG", "0") == "1"
+# MIXUP_FUSED_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer (``make test-asan``).
+sanitize = os.environ.get("MIXUP_FUSED_SANITIZE", "0") == "1"
 extra_cxx = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
+if sanitize:
+    # -O1 keeps the build short; every undefined behaviour found is an error.
+    extra_cxx = ["-O1", "-g", "-fno-math-errno", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+                 "-fno-sanitize-recover=undefined"]  # fmt: skip
 # No FMA contraction: every backend rounds exactly like the reference.
 extra_cxx += ["-ffp-contract=off"]
 # at::parallel_for is an inline '#pragma omp parallel' in ATen's headers: without
 # OpenMP the extension's loops would run on one thread. The libgomp.so.1 that
 # torch ships (and has already loaded) serves the extension too.
 extra_cxx += ["-fopenmp"]
-extra_link = ["-fopenmp"]
+extra_link = ["-fopenmp"] + (["-fsanitize=address,undefined"] if sanitize else [])
 
 setup(
     name="mixup_fused",
