@@ -62,9 +62,13 @@ def _box_around(sizes, cuts, centres) -> np.ndarray:
     Every dim of every row in one numpy operation per step: a box costs less
     than its draws."""
     sizes = np.array(sizes, dtype=np.int64)
-    lo = centres - cuts // 2
-    box = np.stack([lo, lo + cuts], axis=-1)  # c + (cut + 1) // 2 == c - cut // 2 + cut
-    return np.minimum(np.maximum(box, 0), sizes[:, None]).reshape(*box.shape[:-2], 2 * sizes.shape[0])
+    box = np.empty((*centres.shape, 2), dtype=np.int64)  # (lo, hi) per dim
+    np.subtract(centres, cuts // 2, out=box[..., 0])
+    np.add(box[..., 0], cuts, out=box[..., 1])  # c + (cut + 1) // 2 == c - cut // 2 + cut
+    # (ufuncs into one buffer: np.stack and fresh arrays cost more than this work on rows of a batch)
+    np.maximum(box, 0, out=box)
+    np.minimum(box, sizes[:, None], out=box)
+    return box.reshape(*box.shape[:-2], 2 * sizes.shape[0])
 
 
 def _box_lam(box, sizes):
@@ -74,7 +78,7 @@ def _box_lam(box, sizes):
     if isinstance(box, tuple):
         volume = math.prod(box[2 * d + 1] - box[2 * d] for d in range(len(sizes)))
     else:
-        volume = np.prod(box[..., 1::2] - box[..., 0::2], axis=-1)
+        volume = np.multiply.reduce(box[..., 1::2] - box[..., 0::2], axis=-1)
     return 1.0 - volume / float(math.prod(sizes))
 
 
