@@ -230,8 +230,10 @@ class Mixup:
     def apply(self, x: torch.Tensor, target: torch.Tensor, params: sampling.MixParams, masks=None):
         """Mix ``x`` (in place), the label maps ``masks`` when given, and build
         the targets with drawn ``params``: at most one launch."""
-        if target.device != x.device:
-            if target.device.type != "cpu":
+        # (Both on the CPU, the common case, is told by two flags: cheaper than
+        # building and comparing device objects on every step.)
+        if not (x.is_cpu and target.is_cpu) and target.device != x.device:
+            if not target.is_cpu:
                 raise ValueError(f"mixup_fused: target is on {target.device} but x is on {x.device}")
             target = target.to(x.device, non_blocking=True)
         if self.multi_label:
@@ -244,7 +246,8 @@ class Mixup:
             eps = float(self.label_smoothing)
             if target.dtype != torch.int64 and not target.is_floating_point():
                 target = target.long()
-        params = params.to(x.device)
+        if not (x.is_cpu and params.lam.is_cpu):
+            params = params.to(x.device)
         normalize = self.mean is not None or x.dtype == torch.uint8
         maps = masks
         # Our own draws are valid; on a GPU the value checks would cost a sync.
