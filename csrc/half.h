@@ -87,11 +87,10 @@ MIXUP_INLINE uint16_t f32_to_bf16(float f) {
 MIXUP_INLINE float bf16_lo_to_f32(uint32_t w) { return from_bits(w << 16); }
 MIXUP_INLINE float bf16_hi_to_f32(uint32_t w) { return from_bits(w & 0xFFFF0000u); }
 // f32_to_bf16(f) << 16.
+// (NaN told by f != f, one vector compare; the mask is taken after the select.)
 MIXUP_INLINE uint32_t f32_to_bf16_hi(float f) {
   const uint32_t u = to_bits(f);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  const uint32_t nan = (u | 0x00400000u) & 0xFFFF0000u;
-  return select(static_cast<int32_t>(u & 0x7FFFFFFFu) > 0x7F800000, nan, rounded);
+  return select(f != f, u | 0x00400000u, u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
 }
 MIXUP_INLINE uint32_t f32x2_to_bf16x2(float lo, float hi) { return (f32_to_bf16_hi(lo) >> 16) | f32_to_bf16_hi(hi); }
 
