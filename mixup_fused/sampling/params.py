@@ -248,7 +248,8 @@ def scatter_rows(mode: str, pair: Pairing, lam_n, use_cut_n, box_n, *, host_hint
     boxes = None
     if box_n is not None and not (host_hints and not use_cut_n.any()):
         # A row that cuts keeps its box; otherwise NO_BOX (blend with lam) or, when lam == 1, EMPTY (exact copy).
-        box_n = xp.where(use_cut_n[:, None], box_n, xp.where((lam_n != 1.0)[:, None], -1, 0))
+        if not (host and use_cut_n.all()):  # (on the host, every row cutting is common and needs no mask)
+            box_n = xp.where(use_cut_n[:, None], box_n, xp.where((lam_n != 1.0)[:, None], -1, 0))
         if keep is not None:
             boxes = xp.where(keep[:, None], box_n, 0)
         elif per_sample:

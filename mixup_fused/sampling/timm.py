@@ -274,7 +274,10 @@ class NumpySampler:
                 use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
         rows = np.flatnonzero(use_cut_n) if cfg.cutmix_on else ()
         box_n = None
-        if len(rows):
+        if len(rows) == lam_n.shape[0]:  # every draw cuts (CutMix only): no scatter into the rows
+            box_n, lam_c = cutmix_boxes_per_row(need_spatial(img_size), lam_n, cfg.cutmix_minmax, cfg.correct_lam)
+            lam_n = lam_c.astype(np.float32)  # stored into timm's float32 array
+        elif len(rows):
             sizes = need_spatial(img_size)
             box_n = np.zeros((lam_n.shape[0], 2 * len(sizes)), dtype=np.int64)
             box_n[rows], lam_n[rows] = cutmix_boxes_per_row(sizes, lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam)
