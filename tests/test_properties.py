@@ -98,7 +98,7 @@ def _layout(base_shape, dtype, seed, layout):
         return _values(base_shape, dtype, seed)
     if layout == "channels_last":
         return _values(base_shape, dtype, seed).contiguous(memory_format=torch.channels_last)
-    if layout == "transposed":  # last two dims swapped: not dense in any order
+    if layout == "transposed":  # last two dims swapped: dense in no order, except [B, C, T]'s channels-last
         shape = base_shape[:-2] + (base_shape[-1], base_shape[-2])
         return _values(shape, dtype, seed).transpose(-1, -2)
     if layout == "sliced":  # every other element of the last dim
@@ -233,6 +233,10 @@ def test_matches_reference(backend):
         assert torch.equal(bits(case.x), bits(x_before)), "out of place changed x"
         if case.layout == "channels_last":
             assert out.is_contiguous(memory_format=torch.channels_last), "the output lost channels_last"
+        elif case.layout == "transposed" and case.x.dim() == 3 and not case.x.is_contiguous():
+            # [B, C, T] with its last two dims swapped is [B, C, T] channels-last (strides (C*T, 1, C)),
+            # a dense layout the output keeps.
+            assert out.permute(0, 2, 1).is_contiguous(), f"output strides {out.stride()}: lost the 1-D channels-last"
         else:
             assert out.is_contiguous(), f"output strides {out.stride()} for a {case.layout} input"
 
