@@ -95,12 +95,9 @@ MIXUP_INLINE uint32_t f32_to_bf16_hi(float f) {
 MIXUP_INLINE uint32_t f32x2_to_bf16x2(float lo, float hi) { return (f32_to_bf16_hi(lo) >> 16) | f32_to_bf16_hi(hi); }
 
 #if defined(MIXUP_F16C)
-// fp16 <-> float, eight lanes, by F16C. Bitwise the conversions above (checked
-// over every half and every float): the hardware keeps a NaN's payload where
+// float -> fp16, eight lanes, by F16C (the widening is vcvtph2ps itself). Bitwise
+// the conversion above (checked over every float): the hardware keeps a NaN's payload where
 // the software conversion makes it sign | 0x7E00, so NaN lanes are set so.
-MIXUP_INLINE __m256 f16x8_to_f32(const f16* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
 MIXUP_INLINE void f32x8_to_f16(f16* p, __m256 v) {
   __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
