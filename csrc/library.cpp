@@ -13,6 +13,11 @@
 #include "isa.h"
 
 namespace mixup_fused {
+
+// host_rows.cpp: the host sampler's rows.
+PyObject* py_timm_boxes(PyObject*, PyObject* args);
+PyObject* py_scatter_rows(PyObject*, PyObject* args);
+
 namespace {
 
 // Python-visible helpers of the _C module: which kernel table runs.
@@ -42,6 +47,8 @@ PyMethodDef kMethods[] = {
     {"cpu_isa", py_cpu_isa, METH_NOARGS, "Name of the CPU kernel table in use."},
     {"supported_cpu_isas", py_supported_cpu_isas, METH_NOARGS, "CPU kernel tables this CPU can run."},
     {"set_cpu_isa", py_set_cpu_isa, METH_O, "Select a CPU kernel table by name; returns the previous one."},
+    {"timm_boxes", py_timm_boxes, METH_VARARGS, "timm's CutMix boxes of the cut rows, centres from numpy's RNG."},
+    {"scatter_rows", py_scatter_rows, METH_VARARGS, "Per-draw rows to per-sample rows (host draws)."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -21,8 +21,22 @@ import math
 import numpy as np
 import torch
 
+from .._registration import HAS_CPP
 from .pairing import Pairing, flip_pairing, half_pairing, random_pairing
 from .params import MixParams, MixupConfig, draws_per_row, need_spatial, scatter_rows, spatial_sizes
+
+if HAS_CPP:
+    from .. import _C
+
+# The rows of the per-sample modes in C (mixup_fused._C.timm_boxes and
+# scatter_rows) where the extension is built, else with numpy; the two are
+# tested equal. A step with cold caches pays a few microseconds per numpy call
+# on rows of a few dozen elements, a dozen calls per step (bench: the collate
+# row, the per-sample CutMix cells of the matrix).
+NATIVE_ROWS = HAS_CPP
+# numpy's global RandomState (np.random.* are its bound methods) draws from this bit generator.
+_GLOBAL_BITGEN = np.random.mtrand._rand._bit_generator
+_MODE_CODES = {"elem": 0, "pair": 1, "half": 2}
 
 __all__ = [
     "NumpySampler",
@@ -208,6 +222,44 @@ def batch_rows(pair: Pairing, lam: float, box: tuple[int, ...] | None) -> MixPar
     return MixParams(pair, torch.from_numpy(lam_b), None if boxes is None else torch.from_numpy(boxes), mixes)
 
 
+def _cut_rows(sizes, lam_n: np.ndarray, cut: np.ndarray, cfg: MixupConfig) -> np.ndarray | None:
+    """The boxes of the rows ``cut`` (int64 ``[n, 2 * dims]``, other rows
+    unset), drawn as timm's per-sample loop draws them; their lam corrected
+    in ``lam_n`` (float32, in place). None when no row cuts."""
+    n = lam_n.shape[0]
+    if NATIVE_ROWS and cfg.cutmix_minmax is None:
+        box_n = np.empty((n, 2 * len(sizes)), dtype=np.int64)
+        ratio = side_ratio(lam_n, len(sizes))
+        with _GLOBAL_BITGEN.lock:  # as numpy's own calls: no other thread draws meanwhile
+            cuts = _C.timm_boxes(_GLOBAL_BITGEN.capsule, lam_n, cut, ratio, sizes, cfg.correct_lam, box_n)
+        return box_n if cuts else None
+    rows = np.flatnonzero(cut)
+    if not len(rows):
+        return None
+    if len(rows) == n:  # every draw cuts (CutMix only): no scatter into the rows
+        box_n, lam_n[:] = cutmix_boxes_per_row(sizes, lam_n, cfg.cutmix_minmax, cfg.correct_lam)
+    else:
+        box_n = np.zeros((n, 2 * len(sizes)), dtype=np.int64)
+        box_n[rows], lam_n[rows] = cutmix_boxes_per_row(sizes, lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam)
+    return box_n
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
+
+
+def _rows(mode: str, pair: Pairing, lam_n: np.ndarray, cut: np.ndarray, box_n: np.ndarray | None) -> MixParams:
+    """:func:`scatter_rows` of host draws (float32 ``lam_n``) for the per-sample modes."""
+    if not NATIVE_ROWS:
+        return scatter_rows(mode, pair, lam_n.astype(np.float64), cut, box_n, host_hints=True)
+    B = pair.perm.shape[0]
+    lam = np.empty(B, dtype=np.float64)
+    boxes = None if box_n is None else np.empty((B, box_n.shape[1]), dtype=np.int64)
+    perm, first, second = _host(pair.perm), _host(pair.first), _host(pair.second)
+    mixes = _C.scatter_rows(_MODE_CODES[mode], perm, first, second, lam_n, cut, box_n, lam, boxes)
+    return MixParams(pair, torch.from_numpy(lam), None if boxes is None else torch.from_numpy(boxes), mixes)
+
+
 need_hw = need_spatial  # the former name (2-D only then); now 1 to 3 spatial sizes
 
 
@@ -267,22 +319,13 @@ class NumpySampler:
             if use_cut_b and lam_b != 1.0:  # timm returns before the box when lam == 1
                 box, lam_b = _one_box(need_spatial(img_size), lam_b, cfg.cutmix_minmax, cfg.correct_lam)
             return batch_rows(self._pairing(mode, batch_size, pairing), lam_b, box)
-        else:
-            # lam stays float32, as in timm's arrays: it sets the box arithmetic and the rounding.
-            lam_n, use_cut_n = _params_per_elem(cfg, draws_per_row(mode, batch_size))
-            if cfg.cutmix_on:
-                use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
-        rows = np.flatnonzero(use_cut_n) if cfg.cutmix_on else ()
+        # lam stays float32, as in timm's arrays: it sets the box arithmetic and the rounding.
+        lam_n, use_cut_n = _params_per_elem(cfg, draws_per_row(mode, batch_size))
         box_n = None
-        if len(rows) == lam_n.shape[0]:  # every draw cuts (CutMix only): no scatter into the rows
-            box_n, lam_c = cutmix_boxes_per_row(need_spatial(img_size), lam_n, cfg.cutmix_minmax, cfg.correct_lam)
-            lam_n = lam_c.astype(np.float32)  # stored into timm's float32 array
-        elif len(rows):
-            sizes = need_spatial(img_size)
-            box_n = np.zeros((lam_n.shape[0], 2 * len(sizes)), dtype=np.int64)
-            box_n[rows], lam_n[rows] = cutmix_boxes_per_row(sizes, lam_n[rows], cfg.cutmix_minmax, cfg.correct_lam)
-        pair = self._pairing(mode, batch_size, pairing)
-        return scatter_rows(mode, pair, lam_n.astype(np.float64), use_cut_n, box_n, host_hints=True)
+        if cfg.cutmix_on:
+            use_cut_n = use_cut_n & (lam_n != 1.0)  # timm draws no box for a sample that is not mixed
+            box_n = _cut_rows(need_spatial(img_size), lam_n, use_cut_n, cfg)
+        return _rows(mode, self._pairing(mode, batch_size, pairing), lam_n, use_cut_n, box_n)
 
     @staticmethod
     def _pairing(mode: str, batch_size: int, pairing: str) -> Pairing:
