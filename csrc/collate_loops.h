@@ -165,9 +165,10 @@ MIXUP_COLLATE_TUNE void collate_units(const CollateArgs& args, int64_t u0, int64
     const uint8_t* b = args.samples[args.perm[i]] + c * plane;
     uint8_t* oi = args.out + (i * C + c) * plane;
     uint8_t* oj = j >= 0 ? args.out + (j * C + c) * plane : nullptr;
+    const bool both_blend = oj != nullptr && blends(args, i) && blends(args, j);
     for (int64_t h0 = 0; h0 < H; h0 += step) {
       const int64_t h1 = min64(h0 + step, H);
-      if (oj != nullptr && blends(args, i) && blends(args, j)) {
+      if (both_blend) {
         const int64_t off = h0 * W, n = (h1 - h0) * W;
         blend_u8_pair(oi + off, oj + off, a + off, b + off, n, args.w_self[i], args.w_part[i], args.w_self[j],
                       args.w_part[j]);
