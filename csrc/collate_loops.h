@@ -1,5 +1,5 @@
-// Collate-time mixing of uint8 samples (FastCollateMixup). A unit is one
-// channel of one output row or, where two output rows are each other's
+// Collate-time mixing of uint8 samples (FastCollateMixup). For [C, H, W]
+// samples a unit is one channel of one output row or, where two output rows are each other's
 // partner (timm's pairings are involutions), of both rows of the pair: the
 // pair's two samples are then read once, a chunk of lines at a time, for both
 // outputs, so the batch moves the bytes of a plain collate.
@@ -149,7 +149,116 @@ constexpr int64_t kCollateChunk = 4096;
 #define MIXUP_COLLATE_TUNE
 #endif
 
+// Samples stored channel-interleaved: [H, W, C] buffers viewed as [C, H, W],
+// as timm's ToNumpy (np.rollaxis of the HWC image) makes them. A unit is one
+// output row or a pair of rows that are each other's partner, line by line:
+// a line is mixed in its interleaved order (a blend is per element, a cut per
+// pixel) and split into the C planes of the output as it is written, so each
+// sample is read once, without a transposing copy first (bench: the collate
+// row over interleaved samples).
+
+#if defined(MIXUP_DEINTERLEAVE_SSSE3)
+// Byte p of channel c's 16 comes from byte 3p + c of three 16-byte source
+// vectors: from vector k at 3p + c - 16k (0x80, a zero, elsewhere).
+struct Deinterleave3 {
+  uint8_t m[3][3][16];
+};
+constexpr Deinterleave3 deinterleave3_masks() {
+  Deinterleave3 r{};
+  for (int c = 0; c < 3; ++c)
+    for (int k = 0; k < 3; ++k)
+      for (int p = 0; p < 16; ++p) {
+        const int at = 3 * p + c - 16 * k;
+        r.m[c][k][p] = at >= 0 && at < 16 ? static_cast<uint8_t>(at) : 0x80;
+      }
+  return r;
+}
+alignas(16) constexpr Deinterleave3 kDeinterleave3 = deinterleave3_masks();
+
+// The three-channel split 16 pixels at a time; returns the pixels done.
+MIXUP_INLINE int64_t deinterleave3_u8(uint8_t* dst, int64_t plane, const uint8_t* src, int64_t n) {
+  const auto mask = [](int c, int k) { return _mm_load_si128(reinterpret_cast<const __m128i*>(kDeinterleave3.m[c][k])); };
+  int64_t x = 0;
+  for (; x + 16 <= n; x += 16) {
+    const __m128i* s = reinterpret_cast<const __m128i*>(src + 3 * x);
+    const __m128i v0 = _mm_loadu_si128(s), v1 = _mm_loadu_si128(s + 1), v2 = _mm_loadu_si128(s + 2);
+    for (int c = 0; c < 3; ++c) {
+      const __m128i r = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(v0, mask(c, 0)), _mm_shuffle_epi8(v1, mask(c, 1))),
+                                     _mm_shuffle_epi8(v2, mask(c, 2)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c * plane + x), r);
+    }
+  }
+  return x;
+}
+#endif
+
+// dst[c * plane + x] = src[x * C + c] for x < n: n interleaved pixels into C planes.
+MIXUP_INLINE void deinterleave_u8(uint8_t* __restrict dst, int64_t plane, const uint8_t* __restrict src, int64_t C,
+                                  int64_t n) {
+  if (C == 1) {
+    std::memcpy(dst, src, static_cast<size_t>(n));
+    return;
+  }
+  int64_t x = 0;
+#if defined(MIXUP_DEINTERLEAVE_SSSE3)
+  if (C == 3) x = deinterleave3_u8(dst, plane, src, n);
+#endif
+  for (; x < n; ++x)
+    for (int64_t c = 0; c < C; ++c) dst[c * plane + x] = src[x * C + c];
+}
+
+// Line h of output row i (o: the row's first plane) from its sample's line a
+// and its partner's line b, both interleaved; tmp holds W * C bytes.
+MIXUP_INLINE void collate_line_hwc(const CollateArgs& args, int64_t i, uint8_t* o, const uint8_t* a,
+                                   const uint8_t* b, uint8_t* tmp, int64_t h) {
+  const int64_t C = args.C, W = args.W, plane = args.H * W;
+  uint8_t* dst = o + h * W;
+  if (blends(args, i)) {
+    blend_u8(tmp, a, b, W * C, args.w_self[i], args.w_part[i]);
+    deinterleave_u8(dst, plane, tmp, C, W);
+    return;
+  }
+  // A cut line: the sample's pixels, then the partner's over the box (in L1 by then).
+  deinterleave_u8(dst, plane, a, C, W);
+  const Box& bx = args.boxes[i];
+  const int64_t x0 = min64(max64(bx.x0, 0), W), x1 = min64(max64(bx.x1, x0), W);
+  if (h >= bx.y0 && h < bx.y1 && x1 > x0) deinterleave_u8(dst + x0, plane, b + x0 * C, C, x1 - x0);
+}
+
+void collate_rows_hwc(const CollateArgs& args, int64_t u0, int64_t u1) {
+  const int64_t C = args.C, H = args.H, W = args.W, line = W * C, plane = H * W;
+  std::vector<uint8_t> tmp(static_cast<size_t>(2 * line));
+  uint8_t* const ti = tmp.data();
+  uint8_t* const tj = tmp.data() + line;
+  for (int64_t i = u0; i < u1; ++i) {
+    const int64_t j = paired_row(args, i);
+    if (j >= 0 && j < i) continue;  // written with its partner
+    const uint8_t* a = args.samples[i];
+    const uint8_t* b = args.samples[args.perm[i]];
+    uint8_t* oi = args.out + i * C * plane;
+    uint8_t* oj = j >= 0 ? args.out + j * C * plane : nullptr;
+    const bool both_blend = oj != nullptr && blends(args, i) && blends(args, j);
+    for (int64_t h = 0; h < H; ++h) {
+      const uint8_t* al = a + h * line;
+      const uint8_t* bl = b + h * line;
+      if (both_blend) {
+        blend_u8_pair(ti, tj, al, bl, line, args.w_self[i], args.w_part[i], args.w_self[j], args.w_part[j]);
+        deinterleave_u8(oi + h * W, plane, ti, C, W);
+        deinterleave_u8(oj + h * W, plane, tj, C, W);
+        continue;
+      }
+      collate_line_hwc(args, i, oi, al, bl, ti, h);
+      if (oj != nullptr) collate_line_hwc(args, j, oj, bl, al, ti, h);
+    }
+  }
+}
+
+// Units: (row or pair, channel) of [C, H, W] samples, or rows (pairs) of interleaved ones.
 MIXUP_COLLATE_TUNE void collate_units(const CollateArgs& args, int64_t u0, int64_t u1) {
+  if (args.interleaved) {
+    collate_rows_hwc(args, u0, u1);
+    return;
+  }
   const int64_t C = args.C, H = args.H, W = args.W, plane = H * W;
   const int64_t step = W > 0 && W < kCollateChunk ? kCollateChunk / W : 1;
   std::vector<uint8_t> cols(args.boxes == nullptr ? 0 : static_cast<size_t>(2 * W));

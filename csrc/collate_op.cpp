@@ -48,10 +48,20 @@ std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const
   const auto boxes = checked_boxes(batch, boxes_t);
   const auto ids = checked_target(batch, target, num_classes, label_smoothing);
 
+  // Samples are read in place when all are dense [C, H, W] or all are dense
+  // [H, W, C] buffers viewed as [C, H, W] (timm's ToNumpy gives those: the
+  // kernel splits the channels as it writes); anything else is made dense first.
+  bool interleaved = C > 1;
+  bool all_chw = true;
+  for (int64_t i = 0; i < B; ++i) {
+    all_chw = all_chw && samples[i].is_contiguous();
+    interleaved = interleaved && samples[i].permute({1, 2, 0}).is_contiguous();
+  }
+  interleaved = interleaved && !all_chw;
   std::vector<at::Tensor> dense(B);
   std::vector<const uint8_t*> ptrs(B);
   for (int64_t i = 0; i < B; ++i) {
-    dense[i] = samples[i].contiguous();
+    dense[i] = interleaved ? samples[i] : samples[i].contiguous();
     ptrs[i] = dense[i].const_data_ptr<uint8_t>();
   }
   std::unique_ptr<bool[]> blend(new bool[B > 0 ? B : 1]);
@@ -60,9 +70,9 @@ std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const
   mix_targets(target, ids, perm, w.self.data(), w.part.data(), num_classes, label_smoothing, y);
   at::Tensor out = at::empty({rows, C, H, W}, first.options());
   const CollateArgs args{ptrs.data(), out.mutable_data_ptr<uint8_t>(), rows, C, H, W, perm.data(), w.self.data(), w.part.data(),
-                         boxes.empty() ? nullptr : boxes.data(), blend.get()};
+                         boxes.empty() ? nullptr : boxes.data(), blend.get(), interleaved};
   const CollateFn fn = active_table()->collate;
-  at::parallel_for(0, rows * C, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+  at::parallel_for(0, interleaved ? rows : rows * C, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
   return {out, y};
 }
 

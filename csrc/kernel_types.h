@@ -95,7 +95,7 @@ struct MapArgs {
 // Collate-time mixing of uint8 samples (FastCollateMixup): output row i from
 // samples i and perm[i], rounded to uint8 as timm rounds (to nearest, ties to even).
 struct CollateArgs {
-  const uint8_t* const* samples;  // [B] pointers to contiguous [C, H, W] samples
+  const uint8_t* const* samples;  // [B] pointers to dense samples: [C, H, W] or, interleaved, [H, W, C]
   uint8_t* out;                   // [rows, C, H, W]
   int64_t rows, C, H, W;
   const int64_t* perm;
@@ -103,11 +103,12 @@ struct CollateArgs {
   const float* w_part;  // and of its partner
   const Box* boxes;     // per row, or null: every row is blended
   const bool* blend;    // per row: blended with the weights (not cut)
+  bool interleaved;     // samples are [H, W, C] buffers (units: rows, not (row, channel))
 };
 
 using MixRowsFn = void (*)(const MixArgs&, int64_t unit_begin, int64_t unit_end);
 using PairsFn = void (*)(const PairArgs&, int64_t unit_begin, int64_t unit_end);
-using CollateFn = void (*)(const CollateArgs&, int64_t unit_begin, int64_t unit_end);  // units: (row or pair, channel)
+using CollateFn = void (*)(const CollateArgs&, int64_t unit_begin, int64_t unit_end);  // units: see CollateArgs
 using MapsFn = void (*)(const MapArgs&, int64_t unit_begin, int64_t unit_end);  // units: (row or pair, lines)
 
 enum LabelWidth : int { kL64 = 0, kL32 = 1, kL8 = 2 };

@@ -5,6 +5,7 @@
 #define MIXUP_F16C 1
 #define MIXUP_MASK_SELECT 1
 #define MIXUP_BLEND_U8_AVX2 1
+#define MIXUP_DEINTERLEAVE_SSSE3 1
 #define MIXUP_ISA isa_avx2
 #define MIXUP_ISA_NAME "avx2"
 #include "loops.h"

@@ -5,6 +5,7 @@
 #define MIXUP_F16C 1
 #define MIXUP_MASKED_STORES 1
 #define MIXUP_WIDE_VECTORS 1
+#define MIXUP_DEINTERLEAVE_SSSE3 1
 #define MIXUP_ISA isa_avx512
 #define MIXUP_ISA_NAME "avx512"
 #include "loops.h"

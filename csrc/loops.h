@@ -13,7 +13,7 @@
 
 #include "kernel_types.h"
 
-#if defined(MIXUP_BLEND_U8_AVX2) || defined(MIXUP_F16C)
+#if defined(MIXUP_BLEND_U8_AVX2) || defined(MIXUP_F16C) || defined(MIXUP_DEINTERLEAVE_SSSE3)
 #include <immintrin.h>
 #endif
 

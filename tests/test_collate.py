@@ -65,6 +65,27 @@ def test_same_batch_and_targets_as_timm_bit_for_bit(timm_collate, mode, cfg, as_
         assert torch.equal(got_y, want_y), f"targets differ (seed {seed})"
 
 
+@pytest.mark.parametrize("cfg", ["switch", "minmax"])
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_timms_tonumpy_samples_bit_for_bit(timm_collate, mode, cfg):
+    """timm's loader gives FastCollateMixup ToNumpy's output: HWC images viewed as
+    CHW by np.rollaxis, not contiguous. The same batch and targets as timm's."""
+    B, C, H, W, K = 10, 3, 13, 35, 11
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        batch = [
+            (np.rollaxis(rng.integers(0, 256, (H, W, C), dtype=np.uint8), 2), int(k)) for k in rng.integers(0, K, B)
+        ]
+        assert not batch[0][0].flags.c_contiguous
+        np.random.seed(seed)
+        want_x, want_y = timm_collate(mode=mode, num_classes=K, label_smoothing=0.1, **CONFIGS[cfg])(_copy(batch))
+        np.random.seed(seed)
+        with poisoned_allocations():
+            got_x, got_y = FastCollateMixup(mode=mode, num_classes=K, label_smoothing=0.1, **CONFIGS[cfg])(batch)
+        assert torch.equal(got_x, want_x), f"images differ (seed {seed})"
+        assert torch.equal(got_y, want_y), f"targets differ (seed {seed})"
+
+
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
 def test_same_numpy_stream_as_timm(timm_collate, mode):
     """After a call the global numpy RNG is where timm leaves it, so a training run's later draws agree too."""
@@ -142,9 +163,23 @@ def _pairing(B, kind, g):
     return perm
 
 
-def _op_inputs(B, C, H, W, seed, with_boxes, pairing="random"):
+def _laid_out(samples, layout):
+    """``'chw'``: dense [C, H, W]; ``'hwc'``: [H, W, C] buffers viewed as [C, H, W]
+    (timm's ToNumpy); ``'mixed'``: alternately; ``'strided'``: every other line."""
+    if layout == "chw":
+        return samples
+    hwc = [s.permute(1, 2, 0).contiguous().permute(2, 0, 1) for s in samples]
+    if layout == "hwc":
+        return hwc
+    if layout == "mixed":
+        return [h if i % 2 else s for i, (s, h) in enumerate(zip(samples, hwc, strict=True))]
+    return [s.repeat_interleave(2, dim=1)[:, ::2] for s in samples]
+
+
+def _op_inputs(B, C, H, W, seed, with_boxes, pairing="random", layout="chw"):
     g = torch.Generator().manual_seed(seed)
     samples = [torch.randint(0, 256, (C, H, W), generator=g, dtype=torch.uint8) for _ in range(B)]
+    samples = _laid_out(samples, layout)
     perm = _pairing(B, pairing, g)
     lam = torch.rand(B, generator=g, dtype=torch.float64)
     lam[: B // 3] = torch.tensor([0.0, 1.0, 0.5])[: B // 3]
@@ -169,16 +204,23 @@ def _op_inputs(B, C, H, W, seed, with_boxes, pairing="random"):
     return samples, perm, lam, boxes
 
 
+LAYOUTS = ["chw", "hwc", "mixed", "strided"]
+SHAPES = [(1, 1, 1, 1), (5, 3, 7, 9), (8, 3, 31, 67), (3, 4, 2, 1031), (6, 2, 70, 300), (4, 3, 5, 33), (3, 1, 4, 19)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("pairing", ["random", "flip", "swaps"])
 @pytest.mark.parametrize("with_boxes", [False, True], ids=["blend", "cut"])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 7, 9), (8, 3, 31, 67), (3, 4, 2, 1031), (6, 2, 70, 300)])
-def test_collate_mix_matches_reference(shape, with_boxes, pairing, isa):
+@pytest.mark.parametrize("shape", SHAPES)
+def test_collate_mix_matches_reference(shape, with_boxes, pairing, layout, isa):
     """Every row, whether written alone or with its partner (pairs of rows that are
-    each other's partner, one of them past ``rows`` or not), over several chunks of lines."""
+    each other's partner, one of them past ``rows`` or not), over several chunks of
+    lines; samples dense, interleaved (split into planes by the kernel), a mix of
+    both, or strided (made dense first)."""
     B, C, H, W = shape
     K = 7
     for seed in range(3):
-        samples, perm, lam, boxes = _op_inputs(B, C, H, W, seed, with_boxes, pairing)
+        samples, perm, lam, boxes = _op_inputs(B, C, H, W, seed, with_boxes, pairing, layout)
         g = torch.Generator().manual_seed(seed)
         ids, soft = torch.randint(0, K, (B,), generator=g), torch.rand(B, K, generator=g)
         for rows in sorted({B, B - B // 2, 0}):
