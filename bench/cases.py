@@ -34,6 +34,7 @@ WORKLOADS = {
     "uint8": "uint8 images in: normalise (0..255 mean/std) + Mixup, half/float out",
     "backward": "feature mixing (Manifold Mixup) forward + backward through autograd",
     "collate": "collate uint8 samples with Mixup/CutMix per sample (timm FastCollateMixup 'elem'), one thread",
+    "collate_hwc": "the same over timm's ToNumpy samples (HWC images viewed as CHW by np.rollaxis), one thread",
     "seg": "CutMix of images + int64 label maps in place, one box of half the image per pair, no class targets",
     "classmix": "ClassMix cut mask (drawn once, not timed) on images + int64 label maps in place, no class targets",
     "audio": "CutMix in 1-D (Mixup(mixup_alpha=0, cutmix_alpha=1)), 1000 classes, label smoothing 0.1",
@@ -50,7 +51,8 @@ SEEDED_CUT_WORKLOADS = ("audio", "video")
 
 # Threads a workload runs on (None: torch's default). Collate-time mixing runs
 # in DataLoader workers, which torch sets to one thread.
-WORKLOAD_THREADS = {"collate": 1}
+WORKLOAD_THREADS = {"collate": 1, "collate_hwc": 1}
+COLLATE_WORKLOADS = ("collate", "collate_hwc")
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0) -> Inputs:
         inp.grad = torch.randn(case.shape, generator=gen).to(case.dtype).to(device)
     if case.workload == "collate":
         inp.samples = [(x[i].numpy(), int(target[i])) for i in range(B)]
+    if case.workload == "collate_hwc":  # what timm's ToNumpy returns: np.rollaxis(HWC array, 2)
+        inp.samples = [(np.rollaxis(x[i].permute(1, 2, 0).contiguous().numpy(), 2), int(target[i])) for i in range(B)]
     if case.workload in MAP_WORKLOADS:
         inp.maps = label_maps(case, gen).to(device)
     if case.workload == "seg":
@@ -255,7 +259,7 @@ def build_cases(device: torch.device, quick: bool) -> list[Case]:
             Case("cutmix", CIFAR, f32, f32),
             Case("uint8", IMAGENET, u8, bf16),
             Case("backward", FEATURES, f32, f32),
-            *([Case("collate", IMAGENET, u8, u8)] if device.type == "cpu" else []),
+            *([Case(w, IMAGENET, u8, u8) for w in COLLATE_WORKLOADS] if device.type == "cpu" else []),
             Case("seg", SEG_QUICK, f32, f32, num_classes=SEG_CLASSES, label_smoothing=0.0),
             Case("classmix", SEG_QUICK, f32, f32, num_classes=SEG_CLASSES, label_smoothing=0.0),
             Case("audio", AUDIO_QUICK, f32, f32),
@@ -279,7 +283,7 @@ def build_cases(device: torch.device, quick: bool) -> list[Case]:
     for dt in (f32, bf16):
         cases.append(Case("backward", FEATURES, dt, dt))
     if device.type == "cpu":
-        cases.append(Case("collate", IMAGENET, u8, u8))
+        cases += [Case(w, IMAGENET, u8, u8) for w in COLLATE_WORKLOADS]
     cases += dense_cases()
     return cases
 

@@ -39,6 +39,7 @@ class Target:
 def _collate_table() -> list[Target]:
     """Collate-time mixing (CPU, one thread, as in a DataLoader worker)."""
     collate = Case("collate", IMAGENET, torch.uint8, torch.uint8).label
+    hwc = Case("collate_hwc", IMAGENET, torch.uint8, torch.uint8).label
     return [
         Target(
             "FastCollateMixup elem, one thread, vs a plain uint8 collate",
@@ -57,6 +58,24 @@ def _collate_table() -> list[Target]:
             SPEEDUP,
             5.0,
             "timm loops over the samples in Python with several float32 passes per blended sample",
+        ),
+        Target(
+            "FastCollateMixup elem over timm's ToNumpy (HWC) samples, one thread, vs a plain uint8 collate",
+            hwc,
+            "ours_FastCollateMixup",
+            ("roofline_collate",),
+            X_ROOFLINE,
+            1.0,
+            "the kernel splits the interleaved channels as it writes; torch.stack copies the strided samples",
+        ),
+        Target(
+            "FastCollateMixup elem over timm's ToNumpy (HWC) samples, one thread, vs timm's",
+            hwc,
+            "ours_FastCollateMixup",
+            ("timm_collate",),
+            SPEEDUP,
+            5.0,
+            "timm adds each strided sample into the batch with torch, then blends in float32",
         ),
     ]
 

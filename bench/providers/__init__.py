@@ -23,11 +23,13 @@ TIMM_BASELINE = {
     "cutmix": "timm_cutmix",
     "uint8": "timm_uint8",
     "collate": "timm_collate",
+    "collate_hwc": "timm_collate",
 }
 
 MIX = ("mixup", "elem", "cutmix")
 MAPS = ("seg", "classmix")  # images + label maps
 ND = ("audio", "video")  # CutMix in 1-D and 3-D
+COLLATE = ("collate", "collate_hwc")  # dense CHW samples, timm's ToNumpy (HWC) samples
 IMG = ("mixup", "elem", "cutmix", "backward")
 COMPILED = {"quick": False, "applies": theirs.compile_cases}
 
@@ -64,7 +66,7 @@ PROVIDERS: list[Provider] = [
         "roofline_collate",
         "roofline: plain uint8 collate",
         "collate",
-        ("collate",),
+        COLLATE,
         baselines.roofline_collate,
         roofline=True,
     ),
@@ -85,7 +87,7 @@ PROVIDERS: list[Provider] = [
     Provider("timm_pair", "timm Mixup pair", "inplace", ("elem",), theirs.timm_pair, quick=False),
     Provider("timm_cutmix", "timm Mixup cutmix", "inplace", ("cutmix",), theirs.timm_cutmix),
     Provider("timm_uint8", "timm path: float, normalise, Mixup, cast", "convert", ("uint8",), theirs.timm_uint8),
-    Provider("timm_collate", "timm FastCollateMixup", "collate", ("collate",), theirs.timm_collate),
+    Provider("timm_collate", "timm FastCollateMixup", "collate", COLLATE, theirs.timm_collate),
     Provider("compile", "torch.compile(naive)", "copy", ("mixup", "elem"), theirs.compiled_naive, **COMPILED),
     Provider("compile", "torch.compile(naive)", "convert", ("uint8",), theirs.compiled_naive, **COMPILED),
     Provider("compile", "torch.compile(naive) (autograd)", "copy", ("backward",), theirs.compiled_naive, **COMPILED),
@@ -103,7 +105,7 @@ PROVIDERS: list[Provider] = [
     Provider("ours_CutMix", "ours CutMix (torchvision-style)", "copy", ("cutmix",), ours.ours_tv_cutmix),
     Provider("ours_inplace_maps", "ours mix in-place (images+maps)", "inplace", MAPS, ours.ours_inplace_maps),
     Provider("ours_Mixup_cutmix", "ours Mixup cutmix", "inplace", ND, ours.ours_mixup_cutmix_seeded),
-    Provider("ours_FastCollateMixup", "ours FastCollateMixup", "collate", ("collate",), ours.ours_collate),
+    Provider("ours_FastCollateMixup", "ours FastCollateMixup", "collate", COLLATE, ours.ours_collate),
 ]
 
 
