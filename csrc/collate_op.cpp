@@ -7,6 +7,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
 #include <torch/library.h>
 
 #include <memory>
@@ -76,7 +79,86 @@ std::tuple<at::Tensor, at::Tensor> collate_mix_cpu(at::TensorList samples, const
   return {out, y};
 }
 
+// The buffers of a call's numpy samples, released when the call returns (the
+// op has copied them into the batch by then).
+class HeldBuffers {
+ public:
+  explicit HeldBuffers(size_t n) { views_.reserve(n); }
+  HeldBuffers(const HeldBuffers&) = delete;
+  HeldBuffers& operator=(const HeldBuffers&) = delete;
+  ~HeldBuffers() {
+    for (Py_buffer& v : views_) PyBuffer_Release(&v);
+  }
+  // A view of the uint8 array ``obj`` as a tensor (no copy); throws naming batch[i].
+  at::Tensor view(PyObject* obj, int64_t i) {
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_RECORDS_RO) != 0) {
+      PyErr_Clear();
+      TORCH_CHECK_TYPE(false, "mixup_fused: batch[", i, "] image must be a uint8 numpy array or tensor, got ",
+                       Py_TYPE(obj)->tp_name);
+    }
+    views_.push_back(v);
+    const char* f = v.format != nullptr ? v.format : "B";
+    if (*f == '=' || *f == '<' || *f == '>' || *f == '@' || *f == '|') ++f;
+    TORCH_CHECK_TYPE(v.itemsize == 1 && f[0] == 'B' && f[1] == '\0', "mixup_fused: batch[", i,
+                     "] image must be uint8, got an array of format '", v.format, "'");
+    std::vector<int64_t> sizes(v.shape, v.shape + v.ndim), strides(v.strides, v.strides + v.ndim);
+    for (int64_t st : strides)
+      TORCH_CHECK_VALUE(st >= 0, "mixup_fused: batch[", i, "] image has a negative stride; pass a copy of it");
+    return at::from_blob(v.buf, sizes, strides, at::TensorOptions().dtype(at::kByte));
+  }
+
+ private:
+  std::vector<Py_buffer> views_;
+};
+
 }  // namespace
+
+// mixup_fused._C.collate_batch(batch, perm, lam, boxes, rows, num_classes,
+// label_smoothing) -> (images, targets): FastCollateMixup's call of
+// collate_mix straight on its samples, a list of (image, class id): numpy
+// arrays are read through the buffer protocol and the ids as Python ints,
+// without a tensor per sample first (with cold caches, torch.from_numpy costs
+// a few microseconds per sample: bench, the collate row).
+PyObject* py_collate_batch(PyObject*, PyObject* args) {
+  HANDLE_TH_ERRORS
+  PyObject *batch, *perm_o, *lam_o, *boxes_o;
+  long long rows, num_classes;
+  double label_smoothing;
+  if (!PyArg_ParseTuple(args, "OOOOLLd", &batch, &perm_o, &lam_o, &boxes_o, &rows, &num_classes, &label_smoothing))
+    return nullptr;
+  TORCH_CHECK_TYPE(THPVariable_Check(perm_o) && THPVariable_Check(lam_o) &&
+                       (boxes_o == Py_None || THPVariable_Check(boxes_o)),
+                   "mixup_fused: collate_batch takes perm, lam and boxes as tensors");
+  THPObjectPtr fast(PySequence_Fast(batch, "mixup_fused: batch must be a list of (image, label) samples"));
+  if (!fast) return nullptr;
+  const Py_ssize_t B = PySequence_Fast_GET_SIZE(fast.get());
+  HeldBuffers held(static_cast<size_t>(B));
+  std::vector<at::Tensor> samples(static_cast<size_t>(B));
+  std::vector<int64_t> labels(static_cast<size_t>(B));
+  for (Py_ssize_t i = 0; i < B; ++i) {
+    PyObject* s = PySequence_Fast_GET_ITEM(fast.get(), i);
+    TORCH_CHECK_TYPE((PyTuple_Check(s) || PyList_Check(s)) && PySequence_Size(s) >= 2, "mixup_fused: batch[", i,
+                     "] must be an (image, label) pair, got ", Py_TYPE(s)->tp_name);
+    PyObject* image = PyTuple_Check(s) ? PyTuple_GET_ITEM(s, 0) : PyList_GET_ITEM(s, 0);
+    PyObject* label = PyTuple_Check(s) ? PyTuple_GET_ITEM(s, 1) : PyList_GET_ITEM(s, 1);
+    samples[i] = THPVariable_Check(image) ? THPVariable_Unpack(image) : held.view(image, i);
+    labels[i] = PyLong_AsLongLong(label);  // ints and anything with __index__ (numpy ints, 0-d tensors)
+    if (labels[i] == -1 && PyErr_Occurred()) {
+      PyErr_Clear();
+      TORCH_CHECK_TYPE(false, "mixup_fused: the label of batch[", i, "] must be an integer class id, got ",
+                       Py_TYPE(label)->tp_name);
+    }
+  }
+  const at::Tensor target =
+      at::from_blob(labels.data(), {static_cast<int64_t>(B)}, at::TensorOptions().dtype(at::kLong));
+  c10::optional<at::Tensor> boxes;
+  if (boxes_o != Py_None) boxes = THPVariable_Unpack(boxes_o);
+  auto result = collate_mix_cpu(samples, THPVariable_Unpack(perm_o), THPVariable_Unpack(lam_o), boxes, rows, target,
+                                num_classes, label_smoothing);
+  return Py_BuildValue("(NN)", THPVariable_Wrap(std::get<0>(result)), THPVariable_Wrap(std::get<1>(result)));
+  END_HANDLE_TH_ERRORS
+}
 
 TORCH_LIBRARY_IMPL(mixup_fused, CPU, m) { m.impl("collate_mix", &collate_mix_cpu); }
 

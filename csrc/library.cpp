@@ -17,6 +17,8 @@ namespace mixup_fused {
 // host_rows.cpp: the host sampler's rows.
 PyObject* py_timm_boxes(PyObject*, PyObject* args);
 PyObject* py_scatter_rows(PyObject*, PyObject* args);
+// collate_op.cpp: FastCollateMixup's call.
+PyObject* py_collate_batch(PyObject*, PyObject* args);
 
 namespace {
 
@@ -49,6 +51,7 @@ PyMethodDef kMethods[] = {
     {"set_cpu_isa", py_set_cpu_isa, METH_O, "Select a CPU kernel table by name; returns the previous one."},
     {"timm_boxes", py_timm_boxes, METH_VARARGS, "timm's CutMix boxes of the cut rows, centres from numpy's RNG."},
     {"scatter_rows", py_scatter_rows, METH_VARARGS, "Per-draw rows to per-sample rows (host draws)."},
+    {"collate_batch", py_collate_batch, METH_VARARGS, "collate_mix on a list of (uint8 image, class id) samples."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

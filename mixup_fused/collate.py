@@ -27,6 +27,9 @@ from . import _checks
 from ._registration import CPP_IMPORT_ERROR, HAS_CPP
 from .mixup import Mixup
 
+if HAS_CPP:
+    from . import _C
+
 __all__ = ["FastCollateMixup"]
 
 
@@ -127,19 +130,19 @@ class FastCollateMixup(Mixup):
         raise problem
 
     def _collate(self, batch):
-        # One pass over the samples in Python (numpy arrays viewed as tensors);
-        # the op checks each sample, label and draw.
-        images = [torch.from_numpy(s[0]) if isinstance(s[0], np.ndarray) else s[0] for s in batch]
-        target = _labels(batch, self.num_classes, self.multi_label)
-        B = len(images)
+        # The op checks each sample, label and draw.
+        B = len(batch)
         rows = B - B // 2 if self.mode == "half" else B
         if self.mixup_enabled:
-            params = self.sample_params(B, tuple(images[0].shape[-2:]))
+            params = self.sample_params(B, tuple(batch[0][0].shape[-2:]))
             perm, lam, boxes = params.perm, params.lam, params.boxes
         else:
             perm, lam, boxes = torch.arange(B), torch.ones(B, dtype=torch.float64), None
-        smoothing = self.label_smoothing
-        if self.multi_label:  # timm smooths multi-hot rows towards 0.5; the op then mixes them as given
-            target, smoothing = target * (1.0 - smoothing) + 0.5 * smoothing, 0.0
-        op = torch.ops.mixup_fused.collate_mix.default
-        return op(images, perm, lam, boxes, rows, target, self.num_classes, smoothing)
+        if not self.multi_label:
+            # Class ids: straight on the samples, without a tensor per sample first.
+            return _C.collate_batch(batch, perm, lam, boxes, rows, self.num_classes, float(self.label_smoothing))
+        # Multi-hot rows: timm smooths them towards 0.5; the op then mixes them as given.
+        images = [torch.from_numpy(s[0]) if isinstance(s[0], np.ndarray) else s[0] for s in batch]
+        eps = self.label_smoothing
+        target = _labels(batch, self.num_classes, True) * (1.0 - eps) + 0.5 * eps
+        return torch.ops.mixup_fused.collate_mix.default(images, perm, lam, boxes, rows, target, self.num_classes, 0.0)

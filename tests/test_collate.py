@@ -299,6 +299,40 @@ def test_collate_errors_name_the_argument():
     _bad([("not an image", 0)] * 2, r"batch\[0\] image must be a uint8 numpy array or tensor", TypeError)
     with pytest.raises(ValueError, match="multi-label targets must have num_classes = 5"):
         FastCollateMixup(num_classes=5, multi_label=True)([(good[0][0], torch.ones(4))] * 2)
+    _bad(
+        [(im, 2.5 if i == 3 else lab) for i, (im, lab) in enumerate(good)],
+        r"label of batch\[3\] must be an integer",
+        TypeError,
+    )
+    _bad([good[0], good[1], [good[2][0]], good[3]], r"batch\[2\] must be an \(image, label\) pair", TypeError)
+    flipped = list(good)
+    flipped[2] = (good[2][0][:, ::-1], 0)
+    _bad(flipped, "negative", ValueError)
+
+
+def test_collate_takes_any_integer_labels_and_read_only_samples():
+    """Class ids as Python ints, numpy integers, 0-d tensors or bools; read-only
+    and strided numpy samples and tensors in one batch: the same batch as the
+    same samples given plainly."""
+    good = _samples(6, 3, 5, 7, 5, 1)
+    plain = FastCollateMixup(num_classes=5, mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem")
+    np.random.seed(3)
+    want_x, want_y = plain(good)
+    odd = []
+    for i, (im, lab) in enumerate(good):
+        if i % 3 == 0:
+            im = im.copy()
+            im.flags.writeable = False
+        elif i % 3 == 1:
+            im = np.ascontiguousarray(np.repeat(im, 2, axis=2))[:, :, ::2]  # strided, not interleaved
+        else:
+            im = torch.from_numpy(im.copy())
+        label = [np.int64(lab), torch.tensor(lab), lab][i % 3] if lab > 1 else bool(lab)
+        odd.append((im, label))
+    np.random.seed(3)
+    with poisoned_allocations():
+        got_x, got_y = plain(odd)
+    assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
 
 
 def test_collate_mix_op_errors_name_the_argument():

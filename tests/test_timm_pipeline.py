@@ -65,7 +65,7 @@ def _train(image_folder, *, prefetcher: bool, collate_fn=None, mixup_fn=None, st
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if len(losses) == steps:
             break
     return losses
