@@ -250,9 +250,11 @@ MUTANTS = [
         "mixup_fused/sampling/params.py",
         "xp.where((lam_n != 1.0)[:, None], -1, 0)",
         "xp.where((lam_n != 1.0)[:, None], 0, 0)",
+        # (With the extension the numpy sampler builds its rows in C; the numpy
+        # version is held equal to it by test_host_rows.)
         _t(
             "tests/test_sampling.py::test_sampler_statistics[torch]",
-            "tests/test_sampling.py::test_sampler_statistics[numpy]",
+            "tests/test_host_rows.py::test_native_rows_equal_numpy_rows[flip-64-sizes0-elem-switch]",
         ),  # fmt: skip
     ),
     Mutant(
