@@ -105,7 +105,7 @@ test: lint
 ASAN_TREE := build/asan
 ASAN_TESTS ?= tests/test_cpp_half_lanes.py tests/test_cpp_regions.py tests/test_collate.py tests/test_mix.py \
 	tests/test_backward.py tests/test_uint8.py tests/test_fuzz.py tests/test_targets_exact.py tests/test_errors.py \
-	tests/test_properties.py tests/test_mixup.py tests/test_regions.py \
+	tests/test_properties.py tests/test_mixup.py tests/test_regions.py tests/test_host_rows.py \
 	tests/test_large.py::test_cpp_past_2_31_elements
 test-asan: setup
 	$(call copy_tree,$(ASAN_TREE))
