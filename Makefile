@@ -63,8 +63,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 # The suite in this tree's environment.
+# (--durations: the slowest tests of each leg, to see where the suite's time goes.)
 test-here: build
-	$(VPY) -m pytest -q $(HERE_ARGS) $(ARGS)
+	$(VPY) -m pytest -q --durations=15 $(HERE_ARGS) $(ARGS)
 
 # The suite on torch 2.13.0 without the peers, in a copy of the tree: the
 # files git tracks or does not ignore, with their timestamps, so that the
