@@ -62,8 +62,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The suite in this tree's environment.
-# (--durations: the slowest tests of each leg, to see where the suite's time goes.)
+# The suite in this tree's environment (--durations: its slowest tests, to see
+# where the suite's time goes).
 test-here: build
 	$(VPY) -m pytest -q --durations=15 $(HERE_ARGS) $(ARGS)
 
