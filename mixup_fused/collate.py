@@ -64,16 +64,16 @@ def _problem(batch, num_classes: int, multi_label: bool) -> Exception | None:
                     f"mixup_fused: batch[{i}] image has shape {list(im.shape)} but batch[0] has "
                     f"{list(images[0].shape)}; a batch needs images of one shape"
                 )
-        _labels(batch, num_classes, multi_label, checked=True)
+        _labels(batch, num_classes, multi_label)
     except (TypeError, ValueError) as err:
         return err
     return None
 
 
-def _labels(batch, num_classes: int, multi_label: bool, checked: bool = False) -> torch.Tensor:
-    """The labels as the op takes them: int64 class ids (as timm builds them;
-    the op checks their range) or float32 multi-hot rows. ``checked``: also
-    check the ids here, naming the sample."""
+def _labels(batch, num_classes: int, multi_label: bool) -> torch.Tensor:
+    """The labels: float32 multi-hot rows (as the op takes them), or int64
+    class ids checked here, naming the sample (class ids reach the op through
+    ``_C.collate_batch``, which reads them itself)."""
     if multi_label:
         target = torch.stack([torch.as_tensor(s[1]) for s in batch]).float()
         if target.dim() != 2 or target.shape[1] != num_classes:
@@ -82,10 +82,8 @@ def _labels(batch, num_classes: int, multi_label: bool, checked: bool = False) -
                 f"got a batch of shape {list(target.shape)}"
             )
         return target
-    # As timm builds them (its torch.tensor call costs twice numpy's here).
     target = torch.from_numpy(np.array([s[1] for s in batch], dtype=np.int64))
-    if checked:
-        _checks.check_class_ids(target, num_classes, name="the label of batch")
+    _checks.check_class_ids(target, num_classes, name="the label of batch")
     return target
 
 
