@@ -111,6 +111,41 @@ inline void pair_segment(int si, int sp, scalar_t* xi, scalar_t* xp, int64_t j0,
   // (kOwn, kOwn): nothing moves.
 }
 
+// The software prefetch of the in-place line loop (see prefetch_span: 1- and
+// 2-byte elements only), for the line ``la`` of the pair (i, p) at xi / xp:
+// only the columns that line will move. A blended row's line is read whole
+// (and its partner's with it); where both rows are cut, the columns of the
+// boxes crossing it, and nothing where none does: asking for the whole line
+// there would read from memory the pixels CutMix leaves alone.
+template <typename scalar_t>
+MIXUP_INLINE void prefetch_pair_line(const PairArgs& args, const LineIndex& la, int64_t i, int64_t p, bool mi,
+                                     bool mp, const scalar_t* xi, const scalar_t* xp, int64_t L, int64_t k) {
+  if (sizeof(scalar_t) >= 4) return;
+  int64_t j0 = 0, j1 = 0;
+  if (mi || mp) {
+    j1 = i == p && !mi ? 0 : L;
+  } else if (i != p) {
+    const Box& bi = args.boxes[i];
+    const Box& bp = args.boxes[p];
+    const bool hi = la.in(bi), hp = la.in(bp);
+    if (hi && hp) {
+      j0 = min64(bi.x0, bp.x0) * k;
+      j1 = max64(bi.x1, bp.x1) * k;
+    } else if (hi || hp) {
+      j0 = (hi ? bi.x0 : bp.x0) * k;
+      j1 = (hi ? bi.x1 : bp.x1) * k;
+    }
+  }
+  if (j0 >= j1) return;
+  const uintptr_t e = sizeof(scalar_t);
+  for (const scalar_t* r : {xi, xp}) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(r + j0) & ~uintptr_t(63);
+    const uintptr_t b = reinterpret_cast<uintptr_t>(r) + static_cast<uintptr_t>(j1) * e;
+    for (uintptr_t c = a; c < b; c += 64) __builtin_prefetch(reinterpret_cast<const void*>(c), 1, 3);
+    if (i == p) break;
+  }
+}
+
 // In-place forward on an involution: each pair (i, perm[i]) is read once and
 // written once. Units [u0, u1) over (pair, chunk or line range).
 template <typename scalar_t, typename acc_t>
@@ -157,6 +192,7 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
   }
   const int64_t L = line_len(g), nlines = num_lines(g), lpu = lines_per_unit(g);
   const int64_t k = g.layout == kNHWC ? g.C : 1;
+  const int64_t ahead = (kAhead + L - 1) / L;  // lines
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t i = args.firsts[u / upr], p = args.perm[i];
     const int64_t l0 = (u % upr) * lpu, l1 = min64(nlines, l0 + lpu);
@@ -170,10 +206,10 @@ void pairs_units(const PairArgs& args, int64_t u0, int64_t u1) {
     scalar_t* xi = x + i * g.x_stride;
     scalar_t* xp = x + p * g.x_stride;
     LineIndex li(g, l0);
-    for (int64_t l = l0; l < l1; ++l, li.next()) {
+    LineIndex la(g, l0 + ahead);  // the line prefetched (used while l + ahead < nlines)
+    for (int64_t l = l0; l < l1; ++l, li.next(), la.next()) {
       const int64_t off = l * L;
-      prefetch_span<1>(xi, off, L, g.row);
-      prefetch_span<1>(xp, off, L, g.row);
+      if (l + ahead < nlines) prefetch_pair_line(args, la, i, p, mi, mp, xi + off + ahead * L, xp + off + ahead * L, L, k);
       // (A kept blended row has no box: its NO_BOX coordinates are never a span,
       // which matters where a line has no box dims of its own, as in 1-D.)
       const bool hi = !args.mix_rows[i] && li.in(bi);
