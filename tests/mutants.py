@@ -4,7 +4,7 @@ Each :class:`Mutant` is one small edit of a library file -- a box edge moved,
 a mask dropped, the wrong row's box or weight taken -- that breaks one branch
 of a kernel or of the Python layers. The harness copies the tree (never the
 working tree itself: a temporary directory), applies the mutants one at a time
-to the copy and runs, in a fresh interpreter that imports the copy's package,
+to the copy and runs, in a fresh process that imports the copy's package,
 the few test ids the mutant names: every one of them must fail. A mutant that
 none of its tests kills, a test that does not kill its mutant, or an edit that
 no longer applies fails the run. Before the mutants, the same tests must pass
@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -296,26 +298,61 @@ MUTANTS = [
 # Run in the child: drop the editable install's import hook (it maps
 # mixup_fused to the working tree), put the copy first, run pytest and report
 # the ids that failed and the package that was imported.
-CHILD = r"""
-import json, sys
+# The interpreter that runs a mutant's tests. Importing torch, triton, numpy,
+# scipy, hypothesis and pytest takes about 5 s, more than most mutants' tests:
+# a server per copy imports them once (never the package under test) and
+# forks a child per run, which imports the copy's package as a fresh
+# interpreter would and runs its tests with pytest. Requests and answers are
+# JSON lines on the server's stdin / stdout; a child writes its output to a file.
+SERVER = r"""
+import json, os, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-sys.path.insert(0, sys.argv[1])
-import pytest
+tree = sys.argv[1]
+sys.path.insert(0, tree)
+for name in ("numpy", "torch", "triton", "scipy.stats", "hypothesis", "pytest"):
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+assert not any(m == "mixup_fused" or m.startswith("mixup_fused.") for m in sys.modules), "imported the package early"
+answers = os.fdopen(os.dup(1), "w")
+for request in sys.stdin:
+    job = json.loads(request)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        code = 3
+        try:
+            import pytest
 
-failed, skipped = [], []
+            failed, skipped = [], []
 
-class Recorder:
-    def pytest_runtest_logreport(self, report):
-        if report.failed:
-            failed.append(report.nodeid)
-        elif report.skipped:
-            skipped.append(report.nodeid)
+            class Recorder:
+                def pytest_runtest_logreport(self, report):
+                    if report.failed:
+                        failed.append(report.nodeid)
+                    elif report.skipped:
+                        skipped.append(report.nodeid)
 
-args = ["-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=", *sys.argv[2:]]
-code = pytest.main(args, plugins=[Recorder()])
-import mixup_fused
-print("MUTANT_RESULT " + json.dumps({"code": int(code), "failed": failed, "skipped": skipped,
-                                     "package": mixup_fused.__file__}))
+            args = ["-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=", *job["tests"]]
+            code = int(pytest.main(args, plugins=[Recorder()]))
+            import mixup_fused
+
+            print("MUTANT_RESULT " + json.dumps({"code": code, "failed": failed, "skipped": skipped,
+                                                 "package": mixup_fused.__file__}))
+        except BaseException as err:  # reported as a missing result
+            print(f"the test run raised {err!r}")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    answers.write(json.dumps({"status": status}) + "\n")
+    answers.flush()
 """
 
 COPIED = ("mixup_fused", "tests", "bench", "pyproject.toml")
@@ -349,24 +386,63 @@ def _env() -> dict:
     return env
 
 
-def run_tests(tree: str, tests, timeout: float = 600) -> dict:
-    """Run pytest ids in ``tree`` in a fresh interpreter that imports ``tree``'s package."""
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, tree, *tests],
-        cwd=tree,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MUTANT_RESULT ")), None)
-    if line is None:
-        return {"code": -1, "failed": [], "skipped": [], "package": None, "output": (proc.stdout + proc.stderr)[-3000:]}
-    res = json.loads(line[len("MUTANT_RESULT ") :])
-    res["output"] = (proc.stdout + proc.stderr)[-3000:]
-    if not (res["package"] or "").startswith(os.path.realpath(tree)) and not (res["package"] or "").startswith(tree):
-        res["code"] = -2  # the working tree's package was imported, not the copy's
-    return res
+class TestServer:
+    """A :data:`SERVER` for one copy of the tree, started on the first run."""
+
+    def __init__(self, tree: str):
+        self.tree = tree
+        self.proc = None
+        self.runs = 0
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, self.tree],
+            cwd=self.tree,
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a timed-out run is killed with its child
+        )
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+    def _kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def run(self, tests, timeout: float = 600) -> dict:
+        """Run pytest ids in a fresh child that imports the copy's package."""
+        if self.proc is None:
+            self._start()
+        self.runs += 1
+        log = os.path.join(self.tree, f".mutant-run-{self.runs}.log")
+        self.proc.stdin.write(json.dumps({"tests": list(tests), "log": log}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        answer = self.proc.stdout.readline() if ready else ""
+        if not answer:
+            self._kill()
+        output = ""
+        if os.path.exists(log):
+            with open(log) as f:
+                output = f.read()
+            os.remove(log)
+        tail = output[-3000:] if answer else output[-3000:] + f"\n(no answer from the test server in {timeout} s)"
+        line = next((ln for ln in output.splitlines() if ln.startswith("MUTANT_RESULT ")), None)
+        if line is None:
+            return {"code": -1, "failed": [], "skipped": [], "package": None, "output": tail}
+        res = json.loads(line[len("MUTANT_RESULT ") :])
+        res["output"] = tail
+        package = res["package"] or ""
+        if not (package.startswith(os.path.realpath(self.tree)) or package.startswith(self.tree)):
+            res["code"] = -2  # the working tree's package was imported, not the copy's
+        return res
 
 
 def apply(tree: str, m: Mutant) -> str:
@@ -399,13 +475,14 @@ def rebuild(tree: str) -> None:
         raise RuntimeError("the extension did not build:\n" + (proc.stdout + proc.stderr)[-3000:])
 
 
-def run_mutant(tree: str, m: Mutant) -> dict:
+def run_mutant(server: TestServer, m: Mutant) -> dict:
     start = time.monotonic()
+    tree = server.tree
     text = apply(tree, m)
     try:
         if m.cpp:
-            rebuild(tree)
-        res = run_tests(tree, m.tests)
+            rebuild(tree)  # (the server never loads the extension: its children load the new build)
+        res = server.run(m.tests)
     finally:
         restore(tree, m, text)
     missed = [t for t in m.tests if t not in res["failed"]]
@@ -440,26 +517,32 @@ def run(mutants, jobs: int = 2) -> dict:
         if cpp:
             for tree in trees:
                 rebuild(tree)  # the copy's own build, so that each mutant rebuilds only what it touches
-        tests = sorted({t for m in mutants for t in m.tests})
-        base = run_tests(trees[0], tests)
-        if base["code"] != 0 or base["skipped"]:
-            return {"baseline": "FAILED", "output": base["output"], "results": [], "seconds": 0.0}
-        queue = list(mutants)
-        results = []
+        servers = [TestServer(tree) for tree in trees]
+        try:
+            tests = sorted({t for m in mutants for t in m.tests})
+            base = servers[0].run(tests)
+            if base["code"] != 0 or base["skipped"]:
+                return {"baseline": "FAILED", "output": base["output"], "results": [], "seconds": 0.0}
+            queue = list(mutants)
+            results = []
 
-        def worker(tree):
-            out = []
-            while queue:
-                try:
-                    m = queue.pop(0)
-                except IndexError:
-                    break
-                out.append(run_mutant(tree, m))
-            return out
+            def worker(server):
+                out = []
+                while queue:
+                    try:
+                        m = queue.pop(0)
+                    except IndexError:
+                        break
+                    out.append(run_mutant(server, m))
+                return out
 
-        with ThreadPoolExecutor(max_workers=len(trees)) as pool:
-            for part in pool.map(worker, trees):
-                results.extend(part)
+            with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+                for part in pool.map(worker, servers):
+                    results.extend(part)
+        finally:
+            for server in servers:
+                if server.proc is not None:
+                    server._kill()
     order = {m.name: k for k, m in enumerate(mutants)}
     results.sort(key=lambda r: order[r["name"]])
     return {"baseline": "passed", "results": results, "seconds": round(time.monotonic() - start, 1)}
