@@ -49,7 +49,8 @@ endif
 
 setup: $(VENV)/.deps
 
-# The extension is rebuilt only when its sources (or the installed deps) change.
+# The extension is rebuilt only when its sources (or the installed deps) change,
+# and then only what changed (setup.py keeps its build folders under build/).
 BUILT := $(VENV)/.built
 $(BUILT): $(VENV)/.deps setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
@@ -70,6 +71,8 @@ test-here: build
 # The suite on torch 2.13.0 without the peers, in a copy of the tree: the
 # files git tracks or does not ignore, with their timestamps, so that the
 # copy's build (its build/ and the .so, kept between calls) is incremental.
+# The kernels' objects, which include no torch header, come from this tree's
+# object cache (see setup.py): one compile serves both torch versions.
 define copy_tree
 	@mkdir -p $(1)/mixup_fused
 	@find $(1) -mindepth 1 -maxdepth 1 ! -name build ! -name mixup_fused ! -name '*.egg-info' -exec rm -rf {} +
@@ -80,7 +83,8 @@ endef
 
 test-light:
 	$(call copy_tree,$(LIGHT_TREE))
-	$(MAKE) --no-print-directory -C $(LIGHT_TREE) test-here VENV=$(LIGHT_VENV) TORCH_SPEC="$(LIGHT_TORCH)" \
+	MIXUP_FUSED_OBJECT_CACHE=$(CURDIR)/build/kernel-objects \
+		$(MAKE) --no-print-directory -C $(LIGHT_TREE) test-here VENV=$(LIGHT_VENV) TORCH_SPEC="$(LIGHT_TORCH)" \
 		TRITON_SPEC="$(LIGHT_TRITON)" PEERS=light HERE_ARGS= ARGS='$(LIGHT_ARGS) $(ARGS)'
 
 # The two environments run side by side (each output is printed whole): on two
