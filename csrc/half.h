@@ -110,6 +110,17 @@ MIXUP_INLINE void f32x8_to_f16(f16* p, __m256 v) {
   }
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
 }
+// Two such stores with one test for NaN lanes between them.
+MIXUP_INLINE void f32x8x2_to_f16(f16* p, __m256 v, f16* q, __m256 w) {
+  const __m256 nan = _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(w, w, _CMP_UNORD_Q));
+  if (__builtin_expect(!_mm256_testz_ps(nan, nan), 0)) {
+    f32x8_to_f16(p, v);
+    f32x8_to_f16(q, w);
+    return;
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm256_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
 #endif
 
 MIXUP_INLINE float widen(float v) { return v; }

@@ -69,6 +69,21 @@ MIXUP_INLINE void pair_segment_as(scalar_t* __restrict xi, scalar_t* __restrict 
     // Eight lanes by F16C; a copied lane keeps its bits (NaN payloads too).
     const __m256 vwi = _mm256_set1_ps(wi), vri = _mm256_set1_ps(ri);
     const __m256 vwp = _mm256_set1_ps(wp), vrp = _mm256_set1_ps(rp);
+    if constexpr (SI == kMix && SP == kMix) {
+      // Both rows blended: 16 lanes of each per step, one NaN test per step.
+      for (; j0 + 16 <= j1; j0 += 16) {
+        const __m128i ra0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xi + j0));
+        const __m128i ra1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xi + j0 + 8));
+        const __m128i rb0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + j0));
+        const __m128i rb1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + j0 + 8));
+        const __m256 a0 = _mm256_cvtph_ps(ra0), a1 = _mm256_cvtph_ps(ra1);
+        const __m256 b0 = _mm256_cvtph_ps(rb0), b1 = _mm256_cvtph_ps(rb1);
+        f32x8x2_to_f16(xi + j0, _mm256_add_ps(_mm256_mul_ps(vwi, a0), _mm256_mul_ps(vri, b0)), xp + j0,
+                       _mm256_add_ps(_mm256_mul_ps(vwp, b0), _mm256_mul_ps(vrp, a0)));
+        f32x8x2_to_f16(xi + j0 + 8, _mm256_add_ps(_mm256_mul_ps(vwi, a1), _mm256_mul_ps(vri, b1)), xp + j0 + 8,
+                       _mm256_add_ps(_mm256_mul_ps(vwp, b1), _mm256_mul_ps(vrp, a1)));
+      }
+    }
     for (; j0 + 8 <= j1; j0 += 8) {
       const __m128i ra = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xi + j0));
       const __m128i rb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xp + j0));
