@@ -37,6 +37,12 @@ def parse_args(argv=None):
         help="comma-separated workloads (mixup, elem, cutmix, uint8, backward, collate, seg, classmix, audio, video, "
         "matrix: Mixup in place in every mode x branch x dtype)",
     )
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no case after this many seconds; the rest are reported as not run (for time-limited runs)",
+    )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -108,13 +114,22 @@ def main(argv=None) -> int:
 
     contention = env.CPUContention()
     t0 = time.perf_counter()
+    deadline = None if args.deadline_s is None else t0 + args.deadline_s
     rows = suite.run(
-        device, timer, budget, quick=args.quick, only=only, skip=skip, cases=cases, show_progress=not args.no_progress
+        device,
+        timer,
+        budget,
+        quick=args.quick,
+        only=only,
+        skip=skip,
+        cases=cases,
+        show_progress=not args.no_progress,
+        deadline=deadline,
     )
     matrix_rows = []
     if run_matrix:
         show = None if args.no_progress else (lambda what: print(what, file=sys.stderr, flush=True))
-        matrix_rows = matrix.run(device, timer, matrix_budget, args.quick, progress=show)
+        matrix_rows = matrix.run(device, timer, matrix_budget, args.quick, progress=show, deadline=deadline)
     elapsed = time.perf_counter() - t0
     other_cpu = contention.other_fraction()
     meta["other_processes_cpu_fraction"] = None if other_cpu is None else round(other_cpu, 3)

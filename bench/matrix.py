@@ -15,6 +15,8 @@ place it moves at most the bytes of the boxes, never more than the roofline.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -112,9 +114,13 @@ def run_group(shape, dtype, device, timer, budget: Budget) -> list[dict]:
     return rows
 
 
-def run(device, timer, budget: Budget, quick: bool, progress=None) -> list[dict]:
+def run(device, timer, budget: Budget, quick: bool, progress=None, deadline=None) -> list[dict]:
+    """Every (shape, dtype) group in turn; groups not started by ``deadline``
+    (a ``time.perf_counter()`` value) are left out."""
     rows = []
     for shape, dtype in cells(quick):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         if progress is not None:
             progress(f"matrix {'x'.join(map(str, shape))} {DTYPE_NAMES[dtype]}")
         rows += run_group(shape, dtype, device, timer, budget)

@@ -159,7 +159,12 @@ def _roofline_bytes_from_row(r: dict, kind: str) -> int:
     return 2 * numel * size[r["dtype"]]
 
 
-def run(device, timer, budget: Budget, *, quick: bool, only=None, skip=None, cases=None, show_progress=True):
+def run(
+    device, timer, budget: Budget, *, quick: bool, only=None, skip=None, cases=None, show_progress=True, deadline=None
+):
+    """Every case in turn. ``deadline`` (a ``time.perf_counter()`` value): cases
+    not started by then are reported as skipped, so a time-limited run still
+    writes its results."""
     configure_compile()
     cases = cases if cases is not None else build_cases(device, quick)
     total = sum(len(prov.providers_for(c, quick=quick, only=only, skip=skip)) for c in cases)
@@ -171,8 +176,19 @@ def run(device, timer, budget: Budget, *, quick: bool, only=None, skip=None, cas
     rows = []
     try:
         for case in cases:
+            if deadline is not None and time.perf_counter() > deadline:
+                rows.extend(_not_run(case, quick=quick, only=only, skip=skip))
+                continue
             rows.extend(run_case(case, device, timer, budget, quick=quick, only=only, skip=skip, progress=progress))
     finally:
         if progress is not None:
             progress.close()
+    return rows
+
+
+def _not_run(case: Case, *, quick: bool, only=None, skip=None) -> list[dict]:
+    rows = []
+    for p in prov.providers_for(case, quick=quick, only=only, skip=skip):
+        row = {**_case_dict(case), "provider": p.key, "label": p.label, "kind": p.kind, "roofline": p.roofline}
+        rows.append({**row, "status": "skipped", "reason": "not run: past --deadline-s"})
     return rows

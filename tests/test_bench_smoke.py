@@ -140,3 +140,24 @@ def test_quick_mode_writes_the_matrix(quick_run):
     assert "#### Mixup in place" in Path(str(base) + ".md").read_text()
     png = Path(str(base) + "-matrix.png")
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_deadline_reports_cases_not_started_as_not_run():
+    """A time-limited run (``--deadline-s``, as ``make gpu-check`` uses) still
+    lists every case it did not start, marked not run, and runs no matrix group."""
+    import time
+
+    import torch
+
+    from bench import matrix, suite
+    from bench.cases import build_cases
+    from bench.timing import Budget, make_timer
+
+    device = torch.device("cpu")
+    cases = build_cases(device, quick=True)[:3]
+    timer = make_timer(device, flush=False)
+    past = time.perf_counter() - 1.0
+    rows = suite.run(device, timer, Budget(), quick=True, cases=cases, show_progress=False, deadline=past)
+    assert rows and {r["case"] for r in rows} == {c.label for c in cases}
+    assert all(r["status"] == "skipped" and "deadline" in r["reason"] for r in rows)
+    assert matrix.run(device, timer, Budget(), quick=True, deadline=past) == []
