@@ -94,6 +94,9 @@ def _reference(inp, perm, lam_t, boxes, ls):
         if len(cache) >= 4:
             cache.clear()
         case = inp.case
+        # Draws made on the host (Mixup.sample_params) index a batch on any device.
+        perm = perm.to(inp.x.device)
+        boxes = None if boxes is None else boxes.to(inp.x.device)
         cache[key] = mix_reference(
             inp.x,
             inp.target,
