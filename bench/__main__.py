@@ -130,6 +130,11 @@ def main(argv=None) -> int:
     if run_matrix:
         show = None if args.no_progress else (lambda what: print(what, file=sys.stderr, flush=True))
         matrix_rows = matrix.run(device, timer, matrix_budget, args.quick, progress=show, deadline=deadline)
+    host = None
+    if device.type == "cuda" and wanted is None and only is None:
+        from . import host_cost
+
+        host = host_cost.measure(device, calls=100 if args.quick else 300)
     elapsed = time.perf_counter() - t0
     other_cpu = contention.other_fraction()
     meta["other_processes_cpu_fraction"] = None if other_cpu is None else round(other_cpu, 3)
@@ -146,6 +151,11 @@ def main(argv=None) -> int:
         matrix_md = "### " + matrix.__doc__.split("\n\n")[0].replace("\n", " ") + "\n\n" + matrix.markdown(matrix_rows)
         print()
         print(matrix_md)
+    host_md = ""
+    if host is not None:
+        host_md = "### Host cost per call, and device time alone (CUDA graph replay)\n\n" + host_cost.markdown(host)
+        print()
+        print(host_md)
     failed = [r for r in rows if r.get("status") in ("failed", "error")]
     failed += [
         {
@@ -193,6 +203,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "targets": targets,
         "matrix": {"bound": matrix.BOUND, "cutmix_bound": matrix.CUTMIX_BOUND, "rows": matrix_rows},
+        "host_cost": host,
     }
     report.write_json(base + ".json", payload)
     with open(base + ".md", "w") as f:
@@ -202,6 +213,8 @@ def main(argv=None) -> int:
         f.write(tables + "\n### Targets\n\n" + report.targets_text(targets) + "\n")
         if matrix_md:
             f.write("\n" + matrix_md)
+        if host_md:
+            f.write("\n\n" + host_md + "\n")
     written = [base + ".json", base + ".md"]
     if not args.no_plot:
         title = (

@@ -36,20 +36,28 @@ def markdown_tables(rows) -> str:
         mb = rs[0]["useful_bytes"] / 1e6
         out.append(f"#### {case} ({mb:.1f} MB useful)")
         out.append("")
-        out.append("| provider | ms | GB/s | x roofline | speed-up vs timm | checked |")
-        out.append("|---|---:|---:|---:|---:|---|")
+        # CUDA: the host time to issue a call, beside its device time.
+        host = any(r.get("host_ms") is not None for r in rs)
+        out.append("| provider | ms | GB/s | x roofline | speed-up vs timm |" + (" host us / call |" if host else "")
+                   + " checked |")  # fmt: skip
+        out.append("|---|---:|---:|---:|---:|" + ("---:|" if host else "") + "---|")
         for r in rs:
             if r.get("status") != "ok":
                 why = r.get("reason", "")
-                out.append(f"| {r['label']} | - | - | - | - | {r['status']}: {why[:90]} |")
+                dash = " - |" if host else ""
+                out.append(f"| {r['label']} | - | - | - | - |{dash} {r['status']}: {why[:90]} |")
                 continue
             check = "roofline" if r["roofline"] else ("yes" if r.get("verified") else "NO")
             speed = r.get("speedup_vs_timm")
             speed_s = f"{speed:.2f}x" if speed is not None else "-"
             ratio = r.get("x_roofline")
             ratio_s = f"{ratio:.2f}" if ratio is not None else "-"
+            host_s = ""
+            if host:
+                host_s = " - |" if r.get("host_ms") is None else f" {r['host_ms'] * 1e3:.0f} |"
             out.append(
-                f"| {r['label']} | {_fmt(r['median_ms'])} | {_fmt(r.get('gbps'))} | {ratio_s} | {speed_s} | {check} |"
+                f"| {r['label']} | {_fmt(r['median_ms'])} | {_fmt(r.get('gbps'))} | {ratio_s} | {speed_s} |{host_s}"
+                f" {check} |"
             )
         out.append("")
     return "\n".join(out)

@@ -28,6 +28,8 @@ class Timing:
     p25_ms: float
     p75_ms: float
     reps: int
+    # CUDA: median host time to issue one call (Python, dispatch, launches).
+    host_ms: float | None = None
 
 
 @dataclass
@@ -104,47 +106,68 @@ class CPUTimer:
 
 
 class CUDATimer:
-    def __init__(self):
-        try:
-            from triton.testing import do_bench
+    """Device time per call: before each timed call the stream gets the L2
+    flush and then a GPU sleep longer than the host needs to issue the call,
+    so the events around the call see only its device work (a call that
+    synchronises with the device pays the wait). The host time to issue each
+    call is measured too (``Timing.host_ms``)."""
 
-            self.do_bench = do_bench
-        except ImportError:
-            self.do_bench = None
+    def __init__(self):
+        self._cycles_per_ms = None
 
     def describe(self) -> str:
-        if self.do_bench is not None:
-            return "triton.testing.do_bench (CUDA events per call, L2 cleared between calls), median"
-        return "CUDA events per call (triton not importable), L2 cleared between calls, median"
+        return (
+            "CUDA events per call, L2 cleared and the host's issue time hidden behind a GPU sleep before each "
+            "call (device time); host time per call measured beside it; median"
+        )
 
     def time_all(self, fns: dict[str, Callable[[], object]], budget: Budget, on_round=None) -> dict[str, Timing]:
         return {k: self.time_one(fn, budget) for k, fn in fns.items()}
 
-    def time_one(self, fn: Callable[[], object], budget: Budget) -> Timing:
-        if self.do_bench is not None:
-            # do_bench sizes its repetitions by time (ms); quantiles give the spread.
-            warm_ms = max(5.0, 10.0 * budget.seconds)
-            rep_ms = max(20.0, 60.0 * budget.seconds)
-            q = self.do_bench(fn, warmup=warm_ms, rep=rep_ms, quantiles=[0.0, 0.25, 0.5, 0.75])
-            return Timing(median_ms=q[2], min_ms=q[0], p25_ms=q[1], p75_ms=q[3], reps=-1)
-        return self._events(fn, budget)
+    def _cycles(self) -> float:
+        """GPU clock cycles per millisecond of ``torch.cuda._sleep``, measured once."""
+        if self._cycles_per_ms is None:
+            torch.cuda._sleep(1_000_000)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            torch.cuda._sleep(10_000_000)
+            end.record()
+            end.synchronize()
+            self._cycles_per_ms = 10_000_000 / max(start.elapsed_time(end), 1e-3)
+        return self._cycles_per_ms
 
-    @staticmethod
-    def _events(fn, budget: Budget) -> Timing:
+    def time_one(self, fn: Callable[[], object], budget: Budget) -> Timing:
         scratch = torch.empty(256 * 2**20 // 4, dtype=torch.int32, device="cuda")
         for _ in range(budget.warmup):
             fn()
         torch.cuda.synchronize()
-        samples = []
-        for _ in range(max(budget.min_reps, min(budget.max_reps, 50))):
-            scratch.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end))
-        return _summary(samples)
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        once_ms = (time.perf_counter() - t0) * 1e3
+        sleep_ms = 1.0
+        reps = min(budget.max_reps, max(budget.min_reps, math.ceil(budget.seconds * 1e3 / (once_ms + 1.5))))
+        for _ in range(3):
+            samples, host = [], []
+            for _ in range(reps):
+                scratch.zero_()
+                torch.cuda._sleep(int(sleep_ms * self._cycles()))
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                h0 = time.perf_counter()
+                fn()
+                host.append((time.perf_counter() - h0) * 1e3)
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end))
+            # The sleep must outlast every issue, or the device idled inside the timed region.
+            if max(host) < 0.8 * sleep_ms:
+                break
+            sleep_ms = 2.0 * max(host)
+        t = _summary(samples)
+        # (None: the call waited for the device, its issue time is not its own.)
+        t.host_ms = statistics.median(host) if max(host) < 0.8 * sleep_ms else None
+        return t
 
 
 def make_timer(device: torch.device, flush: bool):

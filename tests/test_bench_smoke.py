@@ -161,3 +161,29 @@ def test_deadline_reports_cases_not_started_as_not_run():
     assert rows and {r["case"] for r in rows} == {c.label for c in cases}
     assert all(r["status"] == "skipped" and "deadline" in r["reason"] for r in rows)
     assert matrix.run(device, timer, Budget(), quick=True, deadline=past) == []
+
+
+def test_tables_show_host_time_per_call_where_measured():
+    """CUDA rows carry the host time to issue a call beside the device time; CPU rows do not."""
+    from bench import report
+
+    row = {"case": "c", "useful_bytes": 1e6, "label": "ours", "status": "ok", "roofline": False, "verified": True,
+           "median_ms": 0.1, "gbps": 10.0, "x_roofline": 1.1}  # fmt: skip
+    cuda = report.markdown_tables([{**row, "host_ms": 0.0421}, {**row, "label": "syncs", "host_ms": None}])
+    assert "host us / call" in cuda and "| ours | 0.100 |" in cuda and "| 42 |" in cuda
+    assert "| syncs |" in cuda and " - | yes |" in cuda
+    cpu = report.markdown_tables([{**row, "host_ms": None}])
+    assert "host us" not in cpu
+
+
+def test_host_cost_rows_on_cpu():
+    """``python -m bench.host_cost``: every call runs and gets a host time (syncs are counted on CUDA only)."""
+    import torch
+
+    from bench import host_cost
+
+    result = host_cost.measure(torch.device("cpu"), calls=3, kernel=False)
+    names = [r["call"] for r in result["host"]]
+    assert "op mix_ (checks off)" in names and "Mixup switch" in names and result["graph_replay"] == []
+    assert all(r["host_us"] > 0 and r["syncs_per_call"] is None for r in result["host"])
+    assert "| Mixup switch |" in host_cost.markdown(result)
