@@ -237,5 +237,9 @@ def test_packed_copy_takes_any_strides_and_empty_tensors():
     assert back[2] is None
     for a, b in zip([perm, lam, empty_ids, empty_boxes], [back[0], back[1], back[3], back[4]], strict=True):
         assert b.dtype == a.dtype and b.shape == a.shape and torch.equal(a, b)
+    # bfloat16 (no numpy dtype) and a tensor that requires grad pack too.
+    lam_bf16, w = torch.rand(4).to(torch.bfloat16), torch.rand(3, requires_grad=True)
+    back = sampling.upload([perm, lam_bf16, w], "cpu")
+    assert torch.equal(back[0], perm) and torch.equal(back[1], lam_bf16) and torch.equal(back[2], w.detach())
     moved = sampling.upload([perm, lam, empty_boxes], "meta")
     assert [(t.device.type, t.shape) for t in moved] == [("meta", (4,)), ("meta", (4,)), ("meta", (0, 4))]

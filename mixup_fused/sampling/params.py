@@ -157,28 +157,47 @@ def upload(tensors: list[torch.Tensor | None], device) -> list[torch.Tensor | No
     buffer (pinned for CUDA, copied with ``non_blocking=True``, so nothing
     waits), then viewed back with their dtypes and shapes. The draws of a
     batch are five small tensors; five copies cost five launches of the
-    copy engine and five pinned buffers. None entries stay None."""
+    copy engine and five pinned buffers. None entries stay None.
+
+    Host cost matters here (every training step pays it): the bytes are
+    packed with numpy, and the device buffer is cut with one ``split`` and a
+    dtype view per tensor (plus a shape view for the 2-D ones)."""
     present = [t for t in tensors if t is not None]
     if not present:
         return list(tensors)
     # Widest elements first: every view then starts at a multiple of its element size.
     order = sorted(range(len(present)), key=lambda k: -present[k].element_size())
     sizes = [present[k].numel() * present[k].element_size() for k in order]
-    to_cuda = torch.device(device).type == "cuda" and present[0].device.type == "cpu"
-    host = torch.empty(sum(sizes), dtype=torch.uint8, device=present[0].device, pin_memory=to_cuda)
-
-    def views(buf):
-        out, offset = [None] * len(present), 0
-        for k, n in zip(order, sizes, strict=True):
-            out[k] = buf[offset : offset + n].view(present[k].dtype).view(present[k].shape)
-            offset += n
-        return out
-
-    for t, v in zip(present, views(host), strict=True):
-        v.copy_(t)  # any strides (a broadcast lam, an empty batch)
-    moved = views(host.to(device, non_blocking=to_cuda))
+    src_device = present[0].device
+    to_cuda = torch.device(device).type == "cuda" and src_device.type == "cpu"
+    host = torch.empty(sum(sizes), dtype=torch.uint8, device=src_device, pin_memory=to_cuda)
+    _pack(host, [present[k] for k in order], sizes)
+    pieces = torch.split_with_sizes(host.to(device, non_blocking=to_cuda), sizes)
+    moved = [None] * len(present)
+    for k, piece in zip(order, pieces, strict=True):
+        t = present[k]
+        v = piece.view(t.dtype)
+        moved[k] = v if t.dim() == 1 else v.view(t.shape)
     it = iter(moved)
     return [None if t is None else next(it) for t in tensors]
+
+
+def _pack(host: torch.Tensor, tensors: list[torch.Tensor], sizes: list[int]) -> None:
+    """Copy ``tensors`` (any strides) back to back into the uint8 buffer ``host``."""
+    offset = 0
+    if host.is_cpu and all(t.is_cpu for t in tensors):
+        flat = host.numpy()
+        try:
+            for t, n in zip(tensors, sizes, strict=True):
+                if n:
+                    flat[offset : offset + n] = np.ascontiguousarray(t.numpy()).reshape(-1).view(np.uint8)
+                offset += n
+            return
+        except (TypeError, RuntimeError):  # bfloat16 (no numpy dtype), a tensor that requires grad
+            offset = 0
+    for t, n in zip(tensors, sizes, strict=True):
+        host[offset : offset + n].view(t.dtype).view(t.shape).copy_(t)
+        offset += n
 
 
 def to_device(t: torch.Tensor | None, device) -> torch.Tensor | None:

@@ -48,6 +48,23 @@ def _spatial(x, positions: bool):
     return x.shape[1], math.prod(spatial), H, spatial[-1]
 
 
+_PLACEHOLDERS: dict = {}
+
+
+def _placeholder(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A one-element tensor for a pointer argument the kernel never reads,
+    made once per device and dtype (an allocation a call costs host time).
+    Inside a CUDA graph capture a new one is made and not kept: kept, it
+    would live in the graph's private memory pool."""
+    key = (device, dtype)
+    t = _PLACEHOLDERS.get(key)
+    if t is None:
+        t = torch.empty(1, dtype=dtype, device=device)
+        if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            _PLACEHOLDERS[key] = t
+    return t
+
+
 def _launch(x, out, src, lam, boxes, cut_mask, maps, maps_out, mean, std, target, y, *, num_classes,
             label_smoothing, inplace, backward):  # fmt: skip
     """One launch. ``boxes`` int64 ``[B, 2n]``; ``cut_mask`` uint8 ``[B, S]``
@@ -103,10 +120,12 @@ def _launch(x, out, src, lam, boxes, cut_mask, maps, maps_out, mean, std, target
     on_value = 1.0 - eps + off_value
     # Unused pointer arguments get a tensor of the declared dtype, never read.
     ids = target if target is not None and not soft else src
-    soft_rows = target if soft else y if y is not None else torch.empty(1, dtype=torch.float32, device=x.device)
-    no_bytes = torch.empty(1, dtype=torch.uint8, device=x.device) if cut_mask is None or maps is None else None
+    soft_rows = target if soft else y if y is not None else _placeholder(x.device, torch.float32)
+    no_bytes = _placeholder(x.device, torch.uint8) if cut_mask is None or maps is None else None
     grid = (B * blocks_per_row,)
-    guard = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    # (A device guard costs a few microseconds a call: only where x is not on the current device.)
+    other_device = x.is_cuda and x.get_device() != torch.cuda.current_device()
+    guard = torch.cuda.device(x.device) if other_device else contextlib.nullcontext()
     with guard:
         mix_images_targets_kernel[grid](
             x,
