@@ -90,6 +90,17 @@ def cases(device: torch.device) -> dict:
         "Mixup switch": lambda: switch(x, t),
         "Mixup uint8 -> bf16": lambda: normalise(xu, t),
     }
+    # The parts of a Mixup call: the host draws, their upload, the launch alone.
+    host_params = switch.sample_params(B, (16, 16))
+    out["part: draws on the host"] = lambda: switch.sample_params(B, (16, 16))
+    out["part: draws to the device"] = lambda: host_params.to(device)
+    if device.type == "cuda":
+        from mixup_fused.triton import launcher
+
+        y = torch.empty(B, K, device=device)
+        out["part: Triton launch alone"] = lambda: launcher._launch(
+            x, None, perm, lam, None, None, None, None, None, None, t, y, num_classes=K, label_smoothing=0.1,
+            inplace=True, backward=False)  # fmt: skip
     try:
         from timm.data import Mixup as TimmMixup
 
