@@ -147,6 +147,7 @@ class CUDATimer:
         once_ms = (time.perf_counter() - t0) * 1e3
         sleep_ms = 1.0
         reps = min(budget.max_reps, max(budget.min_reps, math.ceil(budget.seconds * 1e3 / (once_ms + 1.5))))
+        covered = False
         for _ in range(3):
             samples, host = [], []
             for _ in range(reps):
@@ -161,12 +162,13 @@ class CUDATimer:
                 end.synchronize()
                 samples.append(start.elapsed_time(end))
             # The sleep must outlast every issue, or the device idled inside the timed region.
-            if max(host) < 0.8 * sleep_ms:
+            covered = max(host) < 0.8 * sleep_ms
+            if covered:
                 break
             sleep_ms = 2.0 * max(host)
         t = _summary(samples)
         # (None: the call waited for the device, its issue time is not its own.)
-        t.host_ms = statistics.median(host) if max(host) < 0.8 * sleep_ms else None
+        t.host_ms = statistics.median(host) if covered else None
         return t
 
 
