@@ -100,8 +100,12 @@ def describe(device: torch.device) -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "torch_cuda": torch.version.cuda,
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # A copy of the tree without its own git history (a lent GPU machine)
+        # is told its commit by MIXUP_FUSED_SOURCE_COMMIT.
+        "git_commit": os.environ.get("MIXUP_FUSED_SOURCE_COMMIT") or git("rev-parse", "HEAD"),
+        "git_dirty": None
+        if os.environ.get("MIXUP_FUSED_SOURCE_COMMIT")
+        else bool(git("status", "--porcelain", "--untracked-files=no")),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "allocator": {k: os.environ.get(k) for k in ALLOCATOR_VARS},
         "transparent_hugepage": thp_system_setting(),
