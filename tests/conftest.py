@@ -485,6 +485,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Cases on the Triton backend with CPU tensors run the interpreter: marked
+    # so that ``make test`` runs them in one of its two environments only.
+    interp = pytest.mark.triton_interpreter
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if TRITON_ON_CPU and params.get("backend") == "triton" and params.get("device", "cpu") == "cpu":
+            item.add_marker(interp)
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

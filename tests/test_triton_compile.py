@@ -14,6 +14,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.triton_aot
 
 import triton_aot  # noqa: E402
 

@@ -39,6 +39,7 @@ from mixup_fused.reference import (  # noqa: E402
 from mixup_fused.triton import launcher  # noqa: E402
 
 pytestmark = [
+    pytest.mark.triton_interpreter,
     pytest.mark.skipif(not (TRITON_ON_CPU or HAS_CUDA), reason="the Triton launchers need CUDA or the interpreter"),
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),  # the interpreter's 0 * inf
 ]
